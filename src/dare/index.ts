@@ -1,0 +1,7 @@
+export * from './constants';
+export * from './errors';
+export * from './header';
+export * from './sizes';
+export * from './package';
+export * from './stream';
+export { ByteSource, ChunkReader } from './chunks';
