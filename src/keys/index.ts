@@ -1,0 +1,48 @@
+// Public API of the key layer: per-stream key derivation, the key cache and
+// the volume config. Nothing here depends on the DARE format code.
+
+export {
+  KeyError,
+  WrongPasswordError,
+  ConfigError,
+  ConfigExistsError,
+  KeyFileError,
+  SecretRequiredError,
+  DisposedError,
+  type KeyErrorCode,
+} from './errors';
+export {
+  PREFIX_SIZE,
+  KEY_SIZE,
+  NCRYPT_SCRYPT,
+  ncryptKey,
+  masterFileKey,
+  ncryptDeriver,
+  masterDeriver,
+  scryptAsync,
+  type KeyDeriver,
+  type MasterKdf,
+  type ScryptParams,
+} from './kdf';
+export { KeyCache, DEFAULT_MAX_KEYS, type KeyCacheOptions, type KeyCacheStats } from './keycache';
+export {
+  CONFIG_DIR,
+  CONFIG_FILE,
+  FORMAT_VERSION,
+  SEAL_SCRYPT,
+  DEFAULTS,
+  configPath,
+  initVolume,
+  readConfig,
+  parseConfig,
+  unlockMasterKey,
+  readKeyFile,
+  type Cipher,
+  type WriteVersion,
+  type StoredScrypt,
+  type VolumeConfig,
+  type PassphraseVolumeConfig,
+  type KeyfileVolumeConfig,
+  type InitOptions,
+  type VolumeSecret,
+} from './config';
