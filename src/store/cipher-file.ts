@@ -1,0 +1,596 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  Cipher,
+  DareError,
+  HEADER_SIZE,
+  MAX_PAYLOAD,
+  PREFIX_SIZE,
+  Version,
+  cipherSize,
+  openPackage,
+  packageCount,
+  packageIndex,
+  packageOffset,
+  payloadLength,
+  plaintextSize,
+  randomNonce,
+  sealPackage,
+  verifyHeader,
+} from '../dare';
+import { ClosedFileError, ReadOnlyError } from './errors';
+import { Mutex } from './mutex';
+import { PackageCache } from './package-cache';
+
+/** Gives the key of a stream from its prefix; the caller owns (and zeroes) the returned buffer. */
+export interface KeySource {
+  key(prefix: Buffer): Promise<Buffer>;
+}
+
+export interface StoreSettings {
+  /** DARE version of new files. 1.0 allows re-sealing single packages in place. */
+  newFileVersion: Version;
+  newFileCipher: Cipher;
+  /**
+   * With 1.0 as newFileVersion: the first change to an existing 2.0 file rewrites it as a new
+   * 1.0 stream (FORMAT.md §5). Otherwise 2.0 files stay 2.0 and every flush rewrites the stream.
+   */
+  convert2to1: boolean;
+}
+
+/** Bytes of unsealed plaintext held across all files of a volume. */
+export class DirtyBudget {
+  bytes = 0;
+  constructor(readonly maxBytes: number) {}
+  get exceeded(): boolean {
+    return this.bytes > this.maxBytes;
+  }
+}
+
+export interface FileContext {
+  keys: KeySource;
+  cache: PackageCache;
+  settings: StoreSettings;
+  dirty: DirtyBudget;
+  readOnly: boolean;
+  /** Counters for status and benchmarks. */
+  counters: StoreCounters;
+}
+
+export interface StoreCounters {
+  packagesOpened: number;
+  packagesSealed: number;
+  authFailures: number;
+  rewrites: number;
+}
+
+// Writes at most this many packages per writev: IOV_MAX is 1024 on Linux.
+const MAX_IOV_PACKAGES = 256;
+
+let nextFileId = 1;
+
+/**
+ * One encrypted file as a random-access object: reads decrypt only the packages they cover,
+ * writes change packages in memory, and flush re-seals only the changed packages, each under a
+ * fresh random nonce, so no (key, nonce) pair ever seals two plaintexts (FORMAT.md §5).
+ *
+ * Invariant: every package index below packageCount(size) that is not dirty is on disk with
+ * exactly payloadLength(index, size) bytes of plaintext.
+ */
+export class CipherFile {
+  readonly id = nextFileId++;
+  /** Plaintext size, including unflushed changes. */
+  size: number;
+  /** Handles open on this object (maintained by the volume). */
+  refs = 0;
+  /** The name was unlinked while open: a stream rewrite must not rename over the path. */
+  unlinked = false;
+
+  private readonly lock = new Mutex();
+  private readonly dirty = new Map<number, Buffer>();
+  private readonly cachedIndexes = new Set<number>();
+  /** Plaintext size the stream on disk holds. */
+  private diskSize: number;
+  private dirNeedsSync = false;
+  private closed = false;
+
+  private constructor(
+    /** Cipher file path; the volume updates it on rename. */
+    public cipherPath: string,
+    /** Name for messages (plaintext-relative path). */
+    public name: string,
+    private fd: number,
+    private readonly fdWritable: boolean,
+    private key: Buffer,
+    private version: Version,
+    private cipher: Cipher,
+    /** Header of package 0, the reference for random access; undefined while empty. */
+    private reference: Buffer | undefined,
+    size: number,
+    private readonly ctx: FileContext,
+  ) {
+    this.size = size;
+    this.diskSize = size;
+  }
+
+  /** Opens an existing cipher file, checking package 0's and the last package's headers. */
+  static async open(cipherPath: string, name: string, ctx: FileContext): Promise<CipherFile> {
+    let fd: number;
+    let writable = !ctx.readOnly;
+    try {
+      fd = fs.openSync(cipherPath, writable ? 'r+' : 'r');
+    } catch (err) {
+      if (!writable || !isErrno(err, 'EACCES', 'EPERM', 'EROFS')) throw err;
+      writable = false;
+      fd = fs.openSync(cipherPath, 'r');
+    }
+    try {
+      const { size: fileSize } = fs.fstatSync(fd);
+      const size = plaintextSize(fileSize);
+      const head = Buffer.alloc(PREFIX_SIZE + HEADER_SIZE);
+      fs.readSync(fd, head, 0, Math.min(head.length, fileSize), 0);
+      const prefix = head.subarray(0, PREFIX_SIZE);
+      let version = ctx.settings.newFileVersion;
+      let cipher = ctx.settings.newFileCipher;
+      let reference: Buffer | undefined;
+      if (size > 0) {
+        reference = Buffer.from(head.subarray(PREFIX_SIZE));
+        const count = packageCount(size);
+        verifyHeader(reference, { index: 0, payloadLength: payloadLength(0, size), last: count === 1, reference });
+        if (count > 1) {
+          const last = Buffer.alloc(HEADER_SIZE);
+          fs.readSync(fd, last, 0, HEADER_SIZE, packageOffset(count - 1));
+          verifyHeader(last, { index: count - 1, payloadLength: payloadLength(count - 1, size), last: true, reference });
+        }
+        version = reference[0] as Version;
+        cipher = reference[1] as Cipher;
+      }
+      const key = await ctx.keys.key(Buffer.from(prefix));
+      return new CipherFile(cipherPath, name, fd, writable, key, version, cipher, reference, size, ctx);
+    } catch (err) {
+      fs.closeSync(fd);
+      if (err instanceof DareError) err.inFile(name);
+      throw err;
+    }
+  }
+
+  /** Creates a new empty stream (the prefix alone) at a path that must not exist. */
+  static async create(cipherPath: string, name: string, mode: number, ctx: FileContext): Promise<CipherFile> {
+    if (ctx.readOnly) throw new ReadOnlyError(name);
+    const prefix = crypto.randomBytes(PREFIX_SIZE);
+    // Derive before creating, so a failure leaves no file behind.
+    const key = await ctx.keys.key(prefix);
+    const fd = fs.openSync(cipherPath, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
+    try {
+      writeFully(fd, prefix, 0);
+    } catch (err) {
+      fs.closeSync(fd);
+      fs.rmSync(cipherPath, { force: true });
+      key.fill(0);
+      throw err;
+    }
+    const { newFileVersion, newFileCipher } = ctx.settings;
+    const file = new CipherFile(cipherPath, name, fd, true, key, newFileVersion, newFileCipher, undefined, 0, ctx);
+    file.dirNeedsSync = true;
+    return file;
+  }
+
+  /** Reads plaintext [offset, offset + length), shorter at the end of the file. */
+  read(offset: number, length: number): Promise<Buffer> {
+    return this.lock.run(() => {
+      this.assertOpen();
+      const end = Math.min(this.size, offset + length);
+      if (end <= offset) return Buffer.alloc(0);
+      const out = Buffer.allocUnsafe(end - offset);
+      const first = packageIndex(offset);
+      const last = packageIndex(end - 1);
+      this.withPackages(first, last, (index, plain) => {
+        const start = index * MAX_PAYLOAD;
+        const from = Math.max(offset, start);
+        const to = Math.min(end, start + plain.length);
+        plain.copy(out, from - offset, from - start, to - start);
+      });
+      return out;
+    });
+  }
+
+  /** Writes `data` at `offset`, filling any gap after the end with zeros. */
+  write(offset: number, data: Buffer): Promise<number> {
+    return this.lock.run(async () => {
+      await this.prepareChange();
+      if (data.length === 0) return 0;
+      if (offset > this.size) this.extendWithZeros(offset);
+      const end = offset + data.length;
+      const newSize = Math.max(this.size, end);
+      for (let index = packageIndex(offset); index <= packageIndex(end - 1); index++) {
+        const start = index * MAX_PAYLOAD;
+        const from = Math.max(offset, start) - start;
+        const to = Math.min(end, start + MAX_PAYLOAD) - start;
+        const buf = this.packageForChange(index, payloadLength(index, newSize), from === 0 ? to : 0);
+        data.copy(buf, from, from + start - offset, to + start - offset);
+      }
+      this.size = newSize;
+      if (this.ctx.dirty.exceeded) this.flushLocked();
+      return data.length;
+    });
+  }
+
+  /** Sets the plaintext size: shrinking drops the tail, growing appends zeros (no holes). */
+  truncate(newSize: number): Promise<void> {
+    return this.lock.run(async () => {
+      await this.prepareChange();
+      if (newSize > this.size) {
+        this.extendWithZeros(newSize);
+      } else if (newSize < this.size) {
+        for (const index of [...this.dirty.keys()]) {
+          if (index * MAX_PAYLOAD >= newSize) this.dropDirty(index);
+        }
+        if (newSize > 0) {
+          const last = packageIndex(newSize - 1);
+          const length = payloadLength(last, newSize);
+          if (length !== payloadLength(last, this.size)) this.packageForChange(last, length, length);
+        }
+        this.size = newSize;
+      }
+      if (this.ctx.dirty.exceeded) this.flushLocked();
+    });
+  }
+
+  /** Seals and writes every change; with `sync`, also makes it durable. */
+  flush(sync: 'none' | 'data' | 'full' = 'none'): Promise<void> {
+    return this.lock.run(async () => {
+      if (this.closed) return;
+      await this.flushChanges();
+      if (sync !== 'none') this.syncLocked(sync);
+    });
+  }
+
+  /** Flushes, closes the descriptor and forgets the key and cached plaintext. */
+  close(): Promise<void> {
+    return this.lock.run(async () => {
+      if (this.closed) return;
+      try {
+        await this.flushChanges();
+      } finally {
+        this.closed = true;
+        for (const index of [...this.dirty.keys()]) this.dropDirty(index);
+        this.ctx.cache.dropFile(this.id, this.cachedIndexes);
+        this.cachedIndexes.clear();
+        this.key.fill(0);
+        fs.closeSync(this.fd);
+      }
+    });
+  }
+
+  /** The next fsync also syncs the parent directory (after create or rename). */
+  markNameChanged(): void {
+    this.dirNeedsSync = true;
+  }
+
+  get streamVersion(): Version {
+    return this.version;
+  }
+
+  get dirtyPackages(): number {
+    return this.dirty.size;
+  }
+
+  // ---- internals; all run under the lock ----
+
+  private assertOpen(): void {
+    if (this.closed) throw new ClosedFileError(this.name);
+  }
+
+  private get keepsVersion20(): boolean {
+    const { newFileVersion, convert2to1 } = this.ctx.settings;
+    return this.version === Version.V20 && !(convert2to1 && newFileVersion === Version.V10);
+  }
+
+  /** Before any change: refuse on read-only, and convert a 2.0 stream to 1.0 once. */
+  private async prepareChange(): Promise<void> {
+    this.assertOpen();
+    if (this.ctx.readOnly) throw new ReadOnlyError(this.name);
+    if (!this.fdWritable) throw errnoError('EACCES', `${this.name}: cipher file is not writable`);
+    if (this.version === Version.V20 && !this.keepsVersion20) {
+      if (this.reference === undefined) this.version = Version.V10;
+      else await this.rewriteStream(Version.V10);
+    }
+  }
+
+  /**
+   * Calls `fn` for each package in [first, last] in order: dirty ones from memory, cached ones
+   * from the cache, the rest read from disk in one read per contiguous run and verified.
+   */
+  private withPackages(first: number, last: number, fn: (index: number, plain: Buffer) => void): void {
+    let index = first;
+    while (index <= last) {
+      const held = this.dirty.get(index) ?? this.ctx.cache.get(this.id, index);
+      if (held !== undefined) {
+        fn(index, held);
+        index++;
+        continue;
+      }
+      let runEnd = index;
+      while (runEnd < last && !this.dirty.has(runEnd + 1) && runEnd + 1 - index < MAX_IOV_PACKAGES) runEnd++;
+      for (const [i, plain] of this.loadFromDisk(index, runEnd)) fn(i, plain);
+      index = runEnd + 1;
+    }
+  }
+
+  private loadFromDisk(first: number, last: number): Array<[number, Buffer]> {
+    const size = this.diskSize;
+    const start = packageOffset(first);
+    const end = Math.min(packageOffset(last + 1), cipherSize(size));
+    const raw = Buffer.allocUnsafe(end - start);
+    const got = fs.readSync(this.fd, raw, 0, raw.length, start);
+    const count = packageCount(size);
+    const out: Array<[number, Buffer]> = [];
+    for (let index = first; index <= last; index++) {
+      const length = payloadLength(index, size);
+      const at = packageOffset(index) - start;
+      const pkg = raw.subarray(at, Math.min(got, at + length + 32));
+      let plain: Buffer;
+      try {
+        plain = openPackage(this.key, pkg, { index, payloadLength: length, last: index === count - 1, reference: this.reference! });
+      } catch (err) {
+        if (err instanceof DareError) {
+          this.ctx.counters.authFailures++;
+          err.inFile(this.name);
+        }
+        throw err;
+      }
+      this.ctx.counters.packagesOpened++;
+      this.ctx.cache.set(this.id, index, plain);
+      this.cachedIndexes.add(index);
+      out.push([index, plain]);
+    }
+    return out;
+  }
+
+  private loadOne(index: number): Buffer {
+    let found: Buffer | undefined;
+    this.withPackages(index, index, (_, plain) => (found = plain));
+    return found!;
+  }
+
+  /**
+   * The dirty buffer of package `index`, `length` bytes long, holding its current content
+   * except where the caller will overwrite [0, covered) anyway.
+   */
+  private packageForChange(index: number, length: number, covered: number): Buffer {
+    const current = this.dirty.get(index);
+    if (current !== undefined && current.length === length) return current;
+    const buf = Buffer.alloc(length);
+    const oldLength = current?.length ?? payloadLength(index, this.size);
+    if (oldLength > covered) {
+      const old = current ?? this.loadOne(index);
+      old.copy(buf, 0, 0, Math.min(oldLength, length));
+    }
+    this.setDirty(index, buf);
+    return buf;
+  }
+
+  private setDirty(index: number, buf: Buffer): void {
+    const previous = this.dirty.get(index);
+    this.ctx.dirty.bytes += buf.length - (previous?.length ?? 0);
+    this.dirty.set(index, buf);
+    this.ctx.cache.delete(this.id, index);
+  }
+
+  private dropDirty(index: number): void {
+    const buf = this.dirty.get(index);
+    if (buf === undefined) return;
+    this.ctx.dirty.bytes -= buf.length;
+    this.dirty.delete(index);
+  }
+
+  /** Grows to `newSize` with zero packages, sealing as it goes when the memory bound is hit. */
+  private extendWithZeros(newSize: number): void {
+    let index = this.size === 0 ? 0 : packageIndex(this.size - 1);
+    for (; index * MAX_PAYLOAD < newSize; index++) {
+      const length = payloadLength(index, newSize);
+      if (length !== payloadLength(index, this.size) || index * MAX_PAYLOAD >= this.size) {
+        this.packageForChange(index, length, 0);
+      }
+      this.size = Math.min(newSize, (index + 1) * MAX_PAYLOAD);
+      if (this.ctx.dirty.exceeded) this.flushLocked();
+    }
+    this.size = newSize;
+  }
+
+  private async flushChanges(): Promise<void> {
+    if (this.keepsVersion20) {
+      if (this.dirty.size > 0 || this.size !== this.diskSize) await this.rewriteStream(Version.V20);
+      return;
+    }
+    this.flushLocked();
+  }
+
+  /**
+   * Seals dirty packages of a 1.0 stream in place. A failure while the file grows (a full disk)
+   * puts the file back as it was on disk and drops the unsealed changes, so the file never
+   * holds a torn package and reads back whole as before.
+   */
+  private flushLocked(): void {
+    if (this.keepsVersion20) return;
+    if (this.dirty.size === 0 && this.size === this.diskSize) return;
+    const oldCipherSize = cipherSize(this.diskSize);
+    const oldCount = packageCount(this.diskSize);
+    // The old last package, if it changes length, is rewritten across the old end of file:
+    // keep its sealed bytes to restore them if that write fails.
+    let restore: { offset: number; bytes: Buffer } | undefined;
+    if (oldCount > 0 && this.dirty.has(oldCount - 1) && cipherSize(this.size) > oldCipherSize) {
+      const offset = packageOffset(oldCount - 1);
+      const bytes = Buffer.allocUnsafe(oldCipherSize - offset);
+      fs.readSync(this.fd, bytes, 0, bytes.length, offset);
+      restore = { offset, bytes };
+    }
+    const indexes = [...this.dirty.keys()].sort((a, b) => a - b);
+    const count = packageCount(this.size);
+    try {
+      let fileEnd = oldCipherSize;
+      let i = 0;
+      while (i < indexes.length) {
+        let j = i;
+        while (j + 1 < indexes.length && indexes[j + 1] === indexes[j] + 1 && j + 1 - i < MAX_IOV_PACKAGES) j++;
+        const sealed = indexes.slice(i, j + 1).map((index) => this.seal(index, this.dirty.get(index)!, index === count - 1));
+        const at = packageOffset(indexes[i]);
+        fileEnd = Math.max(fileEnd, at + writevFully(this.fd, sealed, at));
+        i = j + 1;
+      }
+      if (fileEnd !== cipherSize(this.size)) fs.ftruncateSync(this.fd, cipherSize(this.size));
+    } catch (err) {
+      try {
+        fs.ftruncateSync(this.fd, oldCipherSize);
+        if (restore) writeFully(this.fd, restore.bytes, restore.offset);
+      } finally {
+        for (const index of indexes) this.dropDirty(index);
+        this.size = this.diskSize;
+      }
+      throw err;
+    }
+    for (const index of indexes) {
+      const plain = this.dirty.get(index)!;
+      this.dropDirty(index);
+      this.ctx.cache.set(this.id, index, plain);
+      this.cachedIndexes.add(index);
+    }
+    this.diskSize = this.size;
+    if (this.size > 0 && this.reference === undefined) {
+      this.reference = Buffer.alloc(HEADER_SIZE);
+      fs.readSync(this.fd, this.reference, 0, HEADER_SIZE, PREFIX_SIZE);
+    }
+    if (this.size === 0) this.reference = undefined;
+  }
+
+  private seal(index: number, plain: Buffer, final: boolean): Buffer {
+    this.ctx.counters.packagesSealed++;
+    // Fresh random bytes in every 1.0 header: re-sealing a package never reuses a nonce.
+    return sealPackage(this.key, { version: Version.V10, cipher: this.cipher, index, nonce: randomNonce(Version.V10), final }, plain);
+  }
+
+  /**
+   * Writes the whole plaintext (disk plus changes) as a new stream with a new prefix, hence a
+   * new key, into a temporary file beside the old one; fsyncs it and renames it over the old
+   * name. The only way to change a 2.0 stream without reusing its nonce (FORMAT.md §5).
+   */
+  private async rewriteStream(target: Version): Promise<void> {
+    const prefix = crypto.randomBytes(PREFIX_SIZE);
+    const key = await this.ctx.keys.key(prefix);
+    const dir = path.dirname(this.cipherPath);
+    const tmp = path.join(dir, `${TEMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`);
+    const old = fs.fstatSync(this.fd);
+    const fd = fs.openSync(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, old.mode & 0o7777);
+    const count = packageCount(this.size);
+    const streamNonce = randomNonce(Version.V20);
+    try {
+      writeFully(fd, prefix, 0);
+      let batch: Buffer[] = [];
+      let batchAt = PREFIX_SIZE;
+      let batchBytes = 0;
+      for (let index = 0; index < count; index++) {
+        const plain = this.dirty.get(index) ?? this.loadOne(index);
+        const nonce = target === Version.V10 ? randomNonce(Version.V10) : streamNonce;
+        batch.push(sealPackage(key, { version: target, cipher: this.cipher, index, nonce, final: index === count - 1 }, plain));
+        this.ctx.counters.packagesSealed++;
+        batchBytes += batch[batch.length - 1].length;
+        if (batch.length === MAX_IOV_PACKAGES || index === count - 1) {
+          writevFully(fd, batch, batchAt);
+          batchAt += batchBytes;
+          batch = [];
+          batchBytes = 0;
+        }
+      }
+      fs.fsyncSync(fd);
+      try {
+        fs.fchownSync(fd, old.uid, old.gid);
+      } catch {
+        // Only root may give files away; keeping our own ownership is the fallback.
+      }
+      if (this.unlinked) fs.unlinkSync(tmp);
+      else {
+        fs.renameSync(tmp, this.cipherPath);
+        fsyncDirectory(dir);
+      }
+    } catch (err) {
+      fs.closeSync(fd);
+      fs.rmSync(tmp, { force: true });
+      key.fill(0);
+      throw err;
+    }
+    fs.closeSync(this.fd);
+    this.fd = fd;
+    this.key.fill(0);
+    this.key = key;
+    this.version = target;
+    for (const index of [...this.dirty.keys()]) this.dropDirty(index);
+    this.ctx.cache.dropFile(this.id, this.cachedIndexes);
+    this.cachedIndexes.clear();
+    this.diskSize = this.size;
+    this.reference = undefined;
+    if (count > 0) {
+      this.reference = Buffer.alloc(HEADER_SIZE);
+      fs.readSync(fd, this.reference, 0, HEADER_SIZE, PREFIX_SIZE);
+    }
+    this.ctx.counters.rewrites++;
+  }
+
+  private syncLocked(mode: 'data' | 'full'): void {
+    if (mode === 'data') fs.fdatasyncSync(this.fd);
+    else fs.fsyncSync(this.fd);
+    if (this.dirNeedsSync) {
+      fsyncDirectory(path.dirname(this.cipherPath));
+      this.dirNeedsSync = false;
+    }
+  }
+}
+
+/** Temporary files of stream rewrites start with this; the plaintext view hides them. */
+export const TEMP_PREFIX = '.darefs-tmp.';
+
+export function fsyncDirectory(dir: string): void {
+  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function writeFully(fd: number, buf: Buffer, position: number): void {
+  let done = 0;
+  while (done < buf.length) done += fs.writeSync(fd, buf, done, buf.length - done, position + done);
+}
+
+/** Writes all of `bufs` at `position`; returns the byte count. */
+function writevFully(fd: number, bufs: Buffer[], position: number): number {
+  const total = bufs.reduce((n, b) => n + b.length, 0);
+  const written = fs.writevSync(fd, bufs, position);
+  if (written < total) {
+    // Short writes are rare (a disk filling up mid-way): finish piece by piece to get the error.
+    let skip = written;
+    let at = position;
+    for (const b of bufs) {
+      if (skip >= b.length) {
+        skip -= b.length;
+        at += b.length;
+        continue;
+      }
+      writeFully(fd, b.subarray(skip), at + skip);
+      at += b.length;
+      skip = 0;
+    }
+  }
+  return total;
+}
+
+function isErrno(err: unknown, ...codes: string[]): boolean {
+  return typeof err === 'object' && err !== null && codes.includes((err as NodeJS.ErrnoException).code ?? '');
+}
+
+function errnoError(code: string, message: string): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(message);
+  err.code = code;
+  return err;
+}

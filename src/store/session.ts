@@ -1,0 +1,136 @@
+import {
+  AuthenticationError,
+  Cipher,
+  HEADER_SIZE,
+  TAG_SIZE,
+  Version,
+  cipherFromName,
+  openPackage,
+  packageCount,
+  payloadLength,
+  versionFromName,
+} from '../dare';
+import {
+  CONFIG_DIR,
+  ConfigError,
+  KeyCache,
+  KeyDeriver,
+  MasterKdf,
+  VolumeConfig,
+  WrongPasswordError,
+  masterDeriver,
+  ncryptDeriver,
+  readConfig,
+  unlockMasterKey,
+} from '../keys';
+import { StoreSettings } from './cipher-file';
+import { findSamplePackage } from './probe';
+import { Volume } from './volume';
+
+export type KeyMode = 'ncrypt' | 'master';
+
+export interface VolumeSecrets {
+  passphrase?: Buffer;
+  /** The 32-byte master key read from a key file. */
+  keyFile?: Buffer;
+}
+
+export interface OpenVolumeOptions {
+  cipherDir: string;
+  /** `ncrypt` insists on a plain directory of ncrypt files; `auto` follows the config. */
+  mode: 'auto' | 'ncrypt';
+  secrets: VolumeSecrets;
+  readOnly: boolean;
+  packageCacheBytes?: number;
+  dirtyBytes?: number;
+  maxKeys?: number;
+  /** Master mode without a config (key file only). */
+  kdf?: MasterKdf;
+}
+
+export interface OpenedVolume {
+  volume: Volume;
+  keys: KeyCache;
+  mode: KeyMode;
+  config: VolumeConfig | null;
+  /** Zeroes every key; the volume must not be used afterwards. */
+  dispose(): void;
+}
+
+export const DEFAULT_PACKAGE_CACHE_BYTES = 32 * 1024 * 1024;
+export const DEFAULT_DIRTY_BYTES = 16 * 1024 * 1024;
+
+/** Settings of a directory of ncrypt files: new and converted files are 1.0 (in-place writes). */
+const NCRYPT_SETTINGS: StoreSettings = { newFileVersion: Version.V10, newFileCipher: Cipher.AES_256_GCM, convert2to1: true };
+
+/**
+ * Unlocks a cipher directory and opens its volume. A wrong password or key is detected here,
+ * before anything is mounted: from the config in master mode, and in ncrypt mode by opening
+ * package 0 of the first file that has one (an empty directory cannot be checked, and mounts).
+ */
+export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume> {
+  const config = await readConfig(opts.cipherDir);
+  let deriver: KeyDeriver;
+  let mode: KeyMode;
+  let settings: StoreSettings;
+  if (config) {
+    if (opts.mode === 'ncrypt') {
+      throw new ConfigError(opts.cipherDir, `${opts.cipherDir} is a darefs volume (it has ${CONFIG_DIR}/config.json): mount it without --ncrypt`);
+    }
+    const master = await unlockMasterKey(config, opts.cipherDir, opts.secrets);
+    deriver = masterDeriver(master, config.kdf);
+    master.fill(0);
+    mode = 'master';
+    settings = {
+      newFileVersion: versionFromName(config.writeVersion),
+      newFileCipher: cipherFromName(config.cipher),
+      convert2to1: config.convert2to1,
+    };
+  } else if (opts.secrets.keyFile && opts.mode !== 'ncrypt') {
+    deriver = masterDeriver(opts.secrets.keyFile, opts.kdf ?? 'hmac-sha256');
+    mode = 'master';
+    settings = NCRYPT_SETTINGS;
+  } else if (opts.mode === 'ncrypt') {
+    if (!opts.secrets.passphrase) throw new ConfigError(opts.cipherDir, 'ncrypt mode needs a password');
+    deriver = ncryptDeriver(opts.secrets.passphrase);
+    mode = 'ncrypt';
+    settings = NCRYPT_SETTINGS;
+  } else {
+    throw new ConfigError(
+      opts.cipherDir,
+      `${opts.cipherDir} has no ${CONFIG_DIR}/config.json: create a volume with \`darefs init ${opts.cipherDir}\`, or pass --ncrypt to mount a directory of sio ncrypt files`,
+    );
+  }
+  const keys = new KeyCache(deriver, { maxKeys: opts.maxKeys });
+  try {
+    if (mode === 'ncrypt' || !config) await checkKeyOnSample(opts.cipherDir, keys, mode);
+  } catch (err) {
+    keys.dispose();
+    throw err;
+  }
+  const volume = new Volume({
+    keys: { key: (prefix) => keys.get(prefix) },
+    settings,
+    readOnly: opts.readOnly,
+    packageCacheBytes: opts.packageCacheBytes ?? DEFAULT_PACKAGE_CACHE_BYTES,
+    dirtyBytes: opts.dirtyBytes ?? DEFAULT_DIRTY_BYTES,
+  });
+  return { volume, keys, mode, config, dispose: () => keys.dispose() };
+}
+
+async function checkKeyOnSample(cipherDir: string, keys: KeyCache, mode: KeyMode): Promise<void> {
+  const sample = findSamplePackage(cipherDir, new Set([CONFIG_DIR]));
+  if (!sample) return;
+  const key = await keys.get(sample.prefix);
+  try {
+    const count = packageCount(sample.plainSize);
+    const length = payloadLength(0, sample.plainSize);
+    const pkg = sample.package0.subarray(0, HEADER_SIZE + length + TAG_SIZE);
+    openPackage(key, pkg, { index: 0, payloadLength: length, last: count === 1, reference: pkg.subarray(0, HEADER_SIZE) });
+  } catch (err) {
+    // Only a failed tag says "wrong key"; a malformed header says nothing about the password.
+    if (err instanceof AuthenticationError) throw new WrongPasswordError(cipherDir, mode === 'ncrypt' ? 'password' : 'key file');
+  } finally {
+    key.fill(0);
+  }
+}

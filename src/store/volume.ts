@@ -1,0 +1,144 @@
+import { CipherFile, DirtyBudget, FileContext, KeySource, StoreCounters, StoreSettings } from './cipher-file';
+import { PackageCache } from './package-cache';
+
+export interface VolumeOptions {
+  keys: KeySource;
+  settings: StoreSettings;
+  readOnly: boolean;
+  /** Bound of the decrypted-package cache, in bytes. */
+  packageCacheBytes: number;
+  /** Bound of unsealed changes across all files, in bytes. */
+  dirtyBytes: number;
+}
+
+/**
+ * The open-file table of a cipher directory: one CipherFile per cipher path, shared by every
+ * handle on it, so two handles (or two processes) always see one consistent file.
+ */
+export class Volume {
+  readonly cache: PackageCache;
+  readonly counters: StoreCounters = { packagesOpened: 0, packagesSealed: 0, authFailures: 0, rewrites: 0 };
+  private readonly ctx: FileContext;
+  private readonly files = new Map<string, CipherFile>();
+  private readonly opening = new Map<string, Promise<CipherFile>>();
+  private readonly closing = new Map<string, Promise<void>>();
+
+  constructor(opts: VolumeOptions) {
+    this.cache = new PackageCache(opts.packageCacheBytes);
+    this.ctx = {
+      keys: opts.keys,
+      cache: this.cache,
+      settings: opts.settings,
+      dirty: new DirtyBudget(opts.dirtyBytes),
+      readOnly: opts.readOnly,
+      counters: this.counters,
+    };
+  }
+
+  get readOnly(): boolean {
+    return this.ctx.readOnly;
+  }
+
+  get openFiles(): number {
+    return this.files.size;
+  }
+
+  /** Opens (or shares) the file at `cipherPath`; `name` is used in messages. */
+  async open(cipherPath: string, name: string): Promise<CipherFile> {
+    await this.closing.get(cipherPath);
+    const existing = this.files.get(cipherPath);
+    if (existing) {
+      existing.refs++;
+      return existing;
+    }
+    let pending = this.opening.get(cipherPath);
+    if (!pending) {
+      pending = CipherFile.open(cipherPath, name, this.ctx);
+      this.opening.set(cipherPath, pending);
+      pending.then(
+        (file) => {
+          this.opening.delete(cipherPath);
+          this.files.set(cipherPath, file);
+        },
+        () => this.opening.delete(cipherPath),
+      );
+    }
+    const file = await pending;
+    file.refs++;
+    return file;
+  }
+
+  /** Creates a new empty file (O_EXCL) and returns it open. */
+  async create(cipherPath: string, name: string, mode: number): Promise<CipherFile> {
+    await this.closing.get(cipherPath);
+    const file = await CipherFile.create(cipherPath, name, mode, this.ctx);
+    this.files.set(cipherPath, file);
+    file.refs++;
+    return file;
+  }
+
+  /** The open object for a path, if any: getattr takes the size from it. */
+  find(cipherPath: string): CipherFile | undefined {
+    return this.files.get(cipherPath);
+  }
+
+  /** Drops one handle; the last one flushes and closes the file. */
+  async release(file: CipherFile): Promise<void> {
+    file.refs--;
+    if (file.refs > 0) return;
+    const current = this.files.get(file.cipherPath) === file;
+    if (current) this.files.delete(file.cipherPath);
+    const done = file.close();
+    if (current) {
+      const closing = done.finally(() => {
+        if (this.closing.get(file.cipherPath) === closing) this.closing.delete(file.cipherPath);
+      });
+      this.closing.set(file.cipherPath, closing.catch(() => undefined));
+    }
+    await done;
+  }
+
+  /** Runs `fn` on the file at `cipherPath`, opening it for the call if it is not open. */
+  async withFile<T>(cipherPath: string, name: string, fn: (file: CipherFile) => Promise<T>): Promise<T> {
+    const file = await this.open(cipherPath, name);
+    try {
+      return await fn(file);
+    } finally {
+      await this.release(file);
+    }
+  }
+
+  /** Keeps open files attached to their names after a rename of a file or directory. */
+  renamed(from: string, to: string, toName: (cipherPath: string) => string): void {
+    const target = this.files.get(to);
+    if (target && target.cipherPath === to) {
+      // The file that was at `to` is replaced: it lives on, nameless, until closed.
+      target.unlinked = true;
+      this.files.delete(to);
+    }
+    const moved: CipherFile[] = [];
+    for (const [p, file] of this.files) {
+      if (p === from || p.startsWith(from + '/')) {
+        this.files.delete(p);
+        file.cipherPath = to + p.slice(from.length);
+        file.name = toName(file.cipherPath);
+        file.markNameChanged();
+        moved.push(file);
+      }
+    }
+    for (const file of moved) this.files.set(file.cipherPath, file);
+  }
+
+  /** The name of an open file was removed; the object stays usable through its handles. */
+  unlinked(cipherPath: string): void {
+    const file = this.files.get(cipherPath);
+    if (!file) return;
+    file.unlinked = true;
+    this.files.delete(cipherPath);
+  }
+
+  /** Flushes every open file (unmount, or a sync of the whole volume). */
+  async flushAll(): Promise<void> {
+    await Promise.all([...this.files.values()].map((f) => f.flush('full')));
+  }
+}
