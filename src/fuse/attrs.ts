@@ -1,0 +1,58 @@
+import * as fs from 'node:fs';
+import { plaintextSizeOrUndefined } from '../dare';
+import { FuseStat, FuseStatfs } from './native-types';
+
+/**
+ * The plaintext view's attributes: everything from the cipher inode, except a regular file's
+ * size, which comes from the open file when there is one, else from the cipher size (no key).
+ * A cipher size no stream can have shows as 0 and is reported by `onInvalid`.
+ */
+export function toFuseStat(st: fs.Stats, openSize: number | undefined, onInvalid: () => void): FuseStat {
+  let size = st.size;
+  if (st.isFile()) {
+    if (openSize !== undefined) size = openSize;
+    else {
+      const plain = plaintextSizeOrUndefined(st.size);
+      if (plain === undefined) onInvalid();
+      size = plain ?? 0;
+    }
+  }
+  return {
+    mode: st.mode,
+    size,
+    uid: st.uid,
+    gid: st.gid,
+    nlink: st.nlink,
+    ino: st.ino,
+    dev: st.dev,
+    rdev: st.rdev,
+    blksize: st.blksize,
+    blocks: st.isFile() ? Math.ceil(size / 512) : st.blocks,
+    atime: st.atimeMs,
+    mtime: st.mtimeMs,
+    ctime: st.ctimeMs,
+  };
+}
+
+export function toFuseStatfs(s: fs.StatsFs): FuseStatfs {
+  // fuse-native packs 32-bit fields: scale large counts into bigger blocks.
+  let bsize = s.bsize;
+  let { blocks, bfree, bavail } = s;
+  while (blocks > 0xffffffff) {
+    bsize *= 2;
+    blocks = Math.floor(blocks / 2);
+    bfree = Math.floor(bfree / 2);
+    bavail = Math.floor(bavail / 2);
+  }
+  return {
+    bsize,
+    frsize: bsize,
+    blocks,
+    bfree,
+    bavail,
+    files: Math.min(s.files, 0xffffffff),
+    ffree: Math.min(s.ffree, 0xffffffff),
+    favail: Math.min(s.ffree, 0xffffffff),
+    namemax: 255,
+  };
+}

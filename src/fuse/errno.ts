@@ -1,0 +1,27 @@
+import * as os from 'node:os';
+import { DareError } from '../dare';
+import { KeyError } from '../keys';
+import { ClosedFileError, ReadOnlyError } from '../store';
+import { Errno } from './native-types';
+
+/**
+ * The one place errors become errnos. A stream that fails verification is EIO, never data;
+ * an error from the cipher directory passes its own errno through.
+ */
+export function toErrno(err: unknown): number {
+  if (err instanceof DareError) return Errno.EIO;
+  if (err instanceof ReadOnlyError) return Errno.EROFS;
+  if (err instanceof ClosedFileError) return Errno.EBADF;
+  if (err instanceof KeyError) return Errno.EIO;
+  const code = typeof err === 'object' && err !== null ? (err as NodeJS.ErrnoException).code : undefined;
+  if (code !== undefined) {
+    const n = (os.constants.errno as Record<string, number>)[code];
+    if (typeof n === 'number') return -n;
+  }
+  return Errno.EIO;
+}
+
+/** Whether an error is worth a log line (not the ordinary ENOENT/EEXIST of a working system). */
+export function isProblem(err: unknown): boolean {
+  return err instanceof DareError || err instanceof KeyError || !(typeof err === 'object' && err !== null && 'code' in err);
+}

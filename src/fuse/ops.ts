@@ -1,0 +1,291 @@
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import { DareError } from '../dare';
+import { CipherFile, fsyncDirectory, ReadOnlyError, Volume } from '../store';
+import { toFuseStat, toFuseStatfs } from './attrs';
+import { isProblem, toErrno } from './errno';
+import { Logger } from './logger';
+import { FuseOperations } from './native-types';
+import { PathMap } from './paths';
+
+export interface OperationsContext {
+  volume: Volume;
+  paths: PathMap;
+  log: Logger;
+}
+
+interface Handle {
+  file: CipherFile;
+  path: string;
+}
+
+const O_ACCMODE = 3;
+const S_IFMT = 0o170000;
+const S_IFIFO = 0o010000;
+
+/**
+ * The FUSE operations. Metadata calls go to the cipher directory with synchronous fs calls: on
+ * a local directory they take a few microseconds, where an asynchronous one costs ~50 µs of
+ * thread-pool hops (PERF-NOTES.md). The cipher directory is never inside our own mount (the
+ * mount command refuses that), so a synchronous call can never wait on this process.
+ */
+export function createOperations(ctx: OperationsContext): FuseOperations {
+  const { volume, paths, log } = ctx;
+  const handles = new Map<number, Handle>();
+  let nextHandle = 1;
+
+  function addHandle(file: CipherFile, path: string): number {
+    while (handles.has(nextHandle) || nextHandle === 0) nextHandle = (nextHandle + 1) >>> 0;
+    const fd = nextHandle;
+    nextHandle = (nextHandle + 1) >>> 0;
+    handles.set(fd, { file, path });
+    return fd;
+  }
+
+  function handle(fd: number): Handle {
+    const h = handles.get(fd);
+    if (!h) throw Object.assign(new Error(`no open file with handle ${fd}`), { code: 'EBADF' });
+    return h;
+  }
+
+  function fail(op: string, path: string, err: unknown): number {
+    const errno = toErrno(err);
+    if (err instanceof DareError) {
+      log.problem(`${op} ${path}: ${err.message}`, `${err.file ?? path}:${err.constructor.name}:${err.packageIndex}`);
+    } else if (isProblem(err)) {
+      log.problem(`${op} ${path}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    log.debug(() => `${op} ${path} -> errno ${errno}`);
+    return errno;
+  }
+
+  /** Runs a synchronous or asynchronous body and answers FUSE with its value or errno. */
+  function run<T>(op: string, path: string, cb: (err: number, value?: T) => void, body: () => T | Promise<T>): void {
+    log.debug(() => `${op} ${path}`);
+    try {
+      const result = body();
+      if (result instanceof Promise) result.then((v) => cb(0, v), (err: unknown) => cb(fail(op, path, err)));
+      else cb(0, result);
+    } catch (err) {
+      cb(fail(op, path, err));
+    }
+  }
+
+  /** Refuses a name that is hidden, or any change on a read-only volume. */
+  function guardChange(path: string, what: string): string {
+    if (volume.readOnly) throw new ReadOnlyError(what);
+    if (paths.isHidden(path)) throw Object.assign(new Error(`${path} is reserved for darefs`), { code: 'EPERM' });
+    return paths.cipher(path);
+  }
+
+  function visible(path: string): string {
+    if (paths.isHidden(path)) throw Object.assign(new Error(`${path} is hidden`), { code: 'ENOENT' });
+    return paths.cipher(path);
+  }
+
+  function statOf(path: string) {
+    const cipherPath = visible(path);
+    const st = fs.lstatSync(cipherPath);
+    const open = st.isFile() ? volume.find(cipherPath) : undefined;
+    return toFuseStat(st, open?.size, () => log.problem(`${path}: cipher file size ${st.size} is not a valid DARE stream length`, `size:${cipherPath}`));
+  }
+
+  return {
+    init(cb) {
+      cb(0);
+    },
+
+    statfs(path, cb) {
+      run('statfs', path, cb, () => toFuseStatfs(fs.statfsSync(paths.root)));
+    },
+
+    getattr(path, cb) {
+      run('getattr', path, cb, () => statOf(path));
+    },
+
+    fgetattr(path, fd, cb) {
+      run('fgetattr', path, cb, () => {
+        const h = handles.get(fd);
+        if (!h) return statOf(path);
+        const st = fs.lstatSync(h.file.cipherPath);
+        return toFuseStat(st, h.file.size, () => undefined);
+      });
+    },
+
+    access(path, mode, cb) {
+      run('access', path, cb, () => {
+        fs.accessSync(visible(path), mode);
+        if (volume.readOnly && mode & fs.constants.W_OK) throw new ReadOnlyError(path);
+      });
+    },
+
+    readdir(path, cb) {
+      log.debug(() => `readdir ${path}`);
+      try {
+        const names = fs.readdirSync(visible(path)).filter((n) => !paths.isHiddenEntry(path, n));
+        cb(0, ['.', '..', ...names]);
+      } catch (err) {
+        cb(fail('readdir', path, err));
+      }
+    },
+
+    opendir(path, _flags, cb) {
+      run('opendir', path, cb, () => {
+        if (!fs.statSync(visible(path)).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+        return 0;
+      });
+    },
+
+    releasedir(_path, _fd, cb) {
+      cb(0);
+    },
+
+    fsyncdir(path, _datasync, _fd, cb) {
+      run('fsyncdir', path, cb, () => fsyncDirectory(visible(path)));
+    },
+
+    open(path, flags, cb) {
+      run('open', path, cb, async () => {
+        const cipherPath = visible(path);
+        if (volume.readOnly && (flags & O_ACCMODE) !== fs.constants.O_RDONLY) throw new ReadOnlyError(path);
+        const file = await volume.open(cipherPath, path);
+        return addHandle(file, path);
+      });
+    },
+
+    create(path, mode, cb) {
+      run('create', path, cb, async () => {
+        const cipherPath = guardChange(path, path);
+        const file = await volume.create(cipherPath, path, mode & 0o7777);
+        return addHandle(file, path);
+      });
+    },
+
+    read(path, fd, buffer, length, position, cb) {
+      let h: Handle;
+      try {
+        h = handle(fd);
+      } catch (err) {
+        cb(fail('read', path, err));
+        return;
+      }
+      h.file.read(position, length).then(
+        (data) => cb(data.copy(buffer, 0)),
+        (err: unknown) => cb(fail('read', path, err)),
+      );
+    },
+
+    write(path, fd, buffer, length, position, cb) {
+      let h: Handle;
+      try {
+        h = handle(fd);
+      } catch (err) {
+        cb(fail('write', path, err));
+        return;
+      }
+      // The store copies the data into its packages before this resolves, and fuse-native
+      // keeps `buffer` alive until we call back.
+      h.file.write(position, buffer.subarray(0, length)).then(cb, (err: unknown) => cb(fail('write', path, err)));
+    },
+
+    flush(path, fd, cb) {
+      run('flush', path, cb, () => handle(fd).file.flush('none'));
+    },
+
+    fsync(path, datasync, fd, cb) {
+      run('fsync', path, cb, () => handle(fd).file.flush(datasync ? 'data' : 'full'));
+    },
+
+    release(path, fd, cb) {
+      run('release', path, cb, async () => {
+        const h = handles.get(fd);
+        if (!h) return;
+        handles.delete(fd);
+        await volume.release(h.file);
+      });
+    },
+
+    truncate(path, size, cb) {
+      run('truncate', path, cb, async () => {
+        const cipherPath = guardChange(path, path);
+        await volume.withFile(cipherPath, path, (file) => file.truncate(size));
+      });
+    },
+
+    ftruncate(path, fd, size, cb) {
+      run('ftruncate', path, cb, () => {
+        if (volume.readOnly) throw new ReadOnlyError(path);
+        return handle(fd).file.truncate(size);
+      });
+    },
+
+    unlink(path, cb) {
+      run('unlink', path, cb, () => {
+        const cipherPath = guardChange(path, path);
+        fs.unlinkSync(cipherPath);
+        volume.unlinked(cipherPath);
+      });
+    },
+
+    rename(src, dest, cb) {
+      run('rename', src, cb, () => {
+        const from = guardChange(src, src);
+        const to = guardChange(dest, dest);
+        fs.renameSync(from, to);
+        volume.renamed(from, to, (p) => paths.plain(p));
+      });
+    },
+
+    mkdir(path, mode, cb) {
+      run('mkdir', path, cb, () => {
+        fs.mkdirSync(guardChange(path, path), mode & 0o7777);
+      });
+    },
+
+    rmdir(path, cb) {
+      run('rmdir', path, cb, () => fs.rmdirSync(guardChange(path, path)));
+    },
+
+    symlink(target, linkPath, cb) {
+      run('symlink', linkPath, cb, () => fs.symlinkSync(target, guardChange(linkPath, linkPath)));
+    },
+
+    readlink(path, cb) {
+      run('readlink', path, cb, () => fs.readlinkSync(visible(path)));
+    },
+
+    link(existing, newPath, cb) {
+      run('link', newPath, cb, () => fs.linkSync(guardChange(existing, existing), guardChange(newPath, newPath)));
+    },
+
+    mknod(path, mode, _dev, cb) {
+      run('mknod', path, cb, async () => {
+        const cipherPath = guardChange(path, path);
+        if ((mode & S_IFMT) !== S_IFIFO) throw Object.assign(new Error('only FIFOs can be made'), { code: 'EPERM' });
+        await mkfifo(cipherPath, mode & 0o7777);
+      });
+    },
+
+    chmod(path, mode, cb) {
+      run('chmod', path, cb, () => fs.chmodSync(guardChange(path, path), mode & 0o7777));
+    },
+
+    chown(path, uid, gid, cb) {
+      run('chown', path, cb, () => fs.lchownSync(guardChange(path, path), uid, gid));
+    },
+
+    utimens(path, atime, mtime, cb) {
+      run('utimens', path, cb, () => fs.lutimesSync(guardChange(path, path), atime / 1000, mtime / 1000));
+    },
+  };
+}
+
+/** Node has no mkfifo: mkfifo(1) from coreutils does it, with no secret in its argv. */
+function mkfifo(path: string, mode: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('mkfifo', ['-m', mode.toString(8), '--', path], (err) => {
+      if (!err) return resolve();
+      reject(Object.assign(new Error(`mkfifo ${path} failed`), { code: fs.existsSync(path) ? 'EEXIST' : 'EIO' }));
+    });
+  });
+}
