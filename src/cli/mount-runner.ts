@@ -77,7 +77,12 @@ export async function serveMount(s: MountSettings, secrets: VolumeSecrets, notif
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGHUP', () => stop('SIGHUP'));
   const reason = await daemon.closed;
-  log.info(`unmounted ${daemon.mountpoint}${reason === 'external' ? ' (from outside)' : ''}`);
+  const c = opened.volume.counters;
+  log.info(
+    `unmounted ${daemon.mountpoint}${reason === 'external' ? ' (from outside)' : ''}; ` +
+      `keys derived ${opened.keys.stats.derivations}, packages decrypted ${c.packagesOpened}, ` +
+      `sealed ${c.packagesSealed}, streams rewritten ${c.rewrites}, authentication failures ${c.authFailures}`,
+  );
   return 0;
 }
 

@@ -1,0 +1,136 @@
+// `darefs mount CIPHERDIR MOUNTPOINT`: serves the plaintext view. In the background by default:
+// the launcher asks for the secret, starts the daemon detached, hands it the secret on a pipe
+// and returns once the mount answers (exit 0) or with the daemon's reason for failing.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ConfigError, MasterKdf, readConfig, readKeyFile, configPath } from '../../keys';
+import { VolumeSecrets } from '../../store';
+import { defineOptions, expectPositionals, parseArgs, type Command } from '../args';
+import { CliError, UsageError } from '../errors';
+import { ExitCode } from '../exit-codes';
+import { defaultLogFile, MountSettings, serveMount, serveMountInBackground, spawnBackgroundMount } from '../mount-runner';
+import { getPassword, getVolumeSecret, KEYFILE_OPTION, PASSWORD_OPTIONS } from '../secrets';
+
+const OPTIONS = defineOptions([
+  { name: 'foreground', short: 'f', help: 'stay in the foreground, log to stderr; Ctrl-C or SIGTERM unmounts' },
+  ...PASSWORD_OPTIONS,
+  KEYFILE_OPTION,
+  { name: 'ncrypt', help: 'CIPHERDIR is a plain directory of sio ncrypt files (no .darefs/): mount with the password' },
+  { name: 'kdf', value: 'KDF', choices: ['hmac-sha256', 'hkdf-sha256'], help: 'with --keyfile and no volume config: hmac-sha256 (default) or hkdf-sha256' },
+  { name: 'read-only', short: 'r', help: 'mount read-only: every change fails with EROFS' },
+  { name: 'allow-other', help: 'let other users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)' },
+  { name: 'debug', help: 'log every FUSE operation' },
+  { name: 'log', value: 'FILE', help: 'daemon log file (background default: ~/.local/state/darefs/MOUNTPOINT.log)' },
+  { name: 'package-cache', value: 'MIB', help: 'cache of decrypted packages in MiB (default 32)' },
+  { name: 'key-cache', value: 'N', help: 'number of per-file keys kept (default 4096)' },
+  { name: 'daemon-child', help: 'internal: the background daemon reads its secret from stdin' },
+] as const);
+
+type Options = ReturnType<typeof parseArgs<typeof OPTIONS>>['options'];
+
+export const mountCommand: Command = {
+  name: 'mount',
+  summary: 'mount the plaintext view of CIPHERDIR on MOUNTPOINT',
+  usage: ['mount [options] CIPHERDIR MOUNTPOINT'],
+  description:
+    'Returns once the mount answers; the daemon keeps running in the background (use -f to stay in the foreground). ' +
+    'A wrong password is refused before anything is mounted. MOUNTPOINT must be an empty directory; a stale mount ' +
+    "left by a killed daemon is cleaned up first. Unmount with 'darefs umount MOUNTPOINT'.",
+  options: OPTIONS,
+  examples: ['mount ~/cipher ~/plain', 'mount -f --passfile ~/.pw ~/cipher ~/plain', 'mount --ncrypt ~/ncrypt-files ~/plain', 'mount --read-only --keyfile master.key ~/cipher ~/plain'],
+  showExitCodes: true,
+  async run(args) {
+    const { options: o, positionals } = parseArgs(args, OPTIONS, 'mount');
+    expectPositionals(positionals, 2, 2, 'CIPHERDIR MOUNTPOINT', 'mount');
+    const settings = toSettings(o, positionals[0], positionals[1]);
+    if (o['daemon-child']) {
+      return serveMountInBackground(settings, readSecretFromStdin);
+    }
+    const secrets = await collectSecrets(settings, o);
+    if (o.foreground) return serveMount(settings, secrets);
+
+    const logFile = settings.logFile ?? defaultLogFile(settings.mountpoint);
+    const childArgs = [process.argv[1], 'mount', '--daemon-child', '--log', logFile, ...args.filter((a) => a !== '--daemon-child')];
+    const res = await spawnBackgroundMount(childArgs, encodeSecrets(secrets), logFile);
+    if (res.ok) {
+      process.stderr.write(`darefs: mounted ${settings.cipherDir} on ${settings.mountpoint} (log: ${logFile})\n`);
+      return ExitCode.OK;
+    }
+    throw new CliError(res.error.message, exitCodeForName(res.error.name));
+  },
+};
+
+function toSettings(o: Options, cipherDir: string, mountpoint: string): MountSettings {
+  if (o.ncrypt && o.keyfile !== undefined) throw new UsageError('--ncrypt uses a password only: drop --keyfile', 'mount');
+  if (o.keyfile !== undefined && (o.passfile !== undefined || o.extpass !== undefined)) {
+    throw new UsageError('--keyfile needs no password: drop --passfile/--extpass', 'mount');
+  }
+  return {
+    cipherDir: path.resolve(cipherDir),
+    mountpoint: path.resolve(mountpoint),
+    foreground: o.foreground,
+    ncrypt: o.ncrypt,
+    readOnly: o['read-only'],
+    allowOther: o['allow-other'],
+    debug: o.debug,
+    logFile: o.log === undefined ? undefined : path.resolve(o.log),
+    keyFile: o.keyfile,
+    kdf: o.kdf as MasterKdf | undefined,
+    packageCacheMiB: positiveNumber(o['package-cache'], '--package-cache'),
+    keyCacheEntries: positiveNumber(o['key-cache'], '--key-cache'),
+  };
+}
+
+function positiveNumber(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`${name} takes a number >= 0, not ${JSON.stringify(value)}`, 'mount');
+  return n;
+}
+
+/** Asks for what unlocks CIPHERDIR, before anything starts: the launcher owns the terminal. */
+async function collectSecrets(s: MountSettings, o: Options): Promise<VolumeSecrets> {
+  const st = await fs.promises.stat(s.cipherDir).catch(() => undefined);
+  if (!st?.isDirectory()) {
+    throw new ConfigError(configPath(s.cipherDir), `cipher directory ${s.cipherDir} does not exist or is not a directory`);
+  }
+  const config = s.ncrypt ? null : await readConfig(s.cipherDir);
+  if (config) return getVolumeSecret(config, s.cipherDir, { keyfile: o.keyfile, passfile: o.passfile, extpass: o.extpass, command: 'mount' });
+  if (s.keyFile !== undefined) return { keyFile: await readKeyFile(s.keyFile) };
+  if (!s.ncrypt) {
+    throw new ConfigError(
+      configPath(s.cipherDir),
+      `${s.cipherDir} is not a darefs volume (no ${configPath(s.cipherDir)}): run 'darefs init ${s.cipherDir}' first, or pass --ncrypt for a directory of sio ncrypt files`,
+    );
+  }
+  return { passphrase: await getPassword({ passfile: o.passfile, extpass: o.extpass, command: 'mount' }) };
+}
+
+// The secret travels to the daemon on its stdin: one tag byte, then the secret.
+function encodeSecrets(s: VolumeSecrets): Buffer {
+  const secret = s.keyFile ?? s.passphrase ?? Buffer.alloc(0);
+  const out = Buffer.concat([Buffer.from(s.keyFile ? 'K' : 'P'), secret]);
+  s.keyFile?.fill(0);
+  s.passphrase?.fill(0);
+  return out;
+}
+
+async function readSecretFromStdin(): Promise<VolumeSecrets> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  const all = Buffer.concat(chunks);
+  chunks.forEach((c) => c.fill(0));
+  const secret = Buffer.from(all.subarray(1));
+  const tag = all.subarray(0, 1).toString();
+  all.fill(0);
+  if (tag === 'K') return { keyFile: secret };
+  return secret.length > 0 ? { passphrase: secret } : {};
+}
+
+function exitCodeForName(name: string): number {
+  if (name === 'WrongPasswordError') return ExitCode.WRONG_KEY;
+  if (name === 'ConfigError' || name === 'ConfigExistsError') return ExitCode.VOLUME;
+  if (name === 'UsageError') return ExitCode.USAGE;
+  return ExitCode.ERROR;
+}
