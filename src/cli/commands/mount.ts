@@ -51,7 +51,7 @@ export const mountCommand: Command = {
     if (o.foreground) return serveMount(settings, secrets);
 
     const logFile = settings.logFile ?? defaultLogFile(settings.mountpoint);
-    const childArgs = [process.argv[1], 'mount', '--daemon-child', '--log', logFile, ...args.filter((a) => a !== '--daemon-child')];
+    const childArgs = [process.argv[1], 'mount', '--daemon-child', ...(settings.logFile ? [] : ['--log', logFile]), ...args];
     const res = await spawnBackgroundMount(childArgs, encodeSecrets(secrets), logFile);
     if (res.ok) {
       process.stderr.write(`darefs: mounted ${settings.cipherDir} on ${settings.mountpoint} (log: ${logFile})\n`);

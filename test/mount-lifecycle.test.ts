@@ -1,0 +1,167 @@
+import test from 'ava';
+import { execFile, spawn } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { CLI, darefsMount, writeNcryptFile, writePassfile } from './helpers/darefs';
+import { assertNoFuseMountsLeft, killAndLazyUnmount, makeTestDirs, MountDirs, sleep, withMount } from './helpers/mount';
+import { findMount } from '../src/fuse/mountpoint';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function darefs(args: string[], timeoutMs = 30_000): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : -1) : 0;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
+}
+
+async function tempDirs(t: { teardown(fn: () => Promise<void>): void }): Promise<MountDirs> {
+  const dirs = await makeTestDirs();
+  t.teardown(async () => {
+    // A background daemon is not our child: find it by its command line.
+    for (const pid of await daemonPids(dirs.mountpoint)) await killAndLazyUnmount(pid, dirs.mountpoint).catch(() => undefined);
+    if (await findMount(dirs.mountpoint)) await killAndLazyUnmount(-1, dirs.mountpoint).catch(() => undefined);
+    await fsp.rm(dirs.root, { recursive: true, force: true });
+  });
+  return dirs;
+}
+
+/** The daemon's pid: the process with the mount point in its command line. */
+async function daemonPids(mountpoint: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const name of await fsp.readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const cmd = await fsp.readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes('--daemon-child') && cmd.split('\0').includes(mountpoint)) pids.push(Number(name));
+  }
+  return pids;
+}
+
+test.after.always(async () => {
+  await assertNoFuseMountsLeft();
+});
+
+test.serial('mount runs as a daemon by default, returns once mounted, and darefs umount ends it', async (t) => {
+  t.timeout(60_000);
+  const dirs = await tempDirs(t);
+  await writePassfile(dirs);
+  await writeNcryptFile(path.join(dirs.cipherDir, 'hello.txt'), Buffer.from('hello\n'));
+  const log = path.join(dirs.root, 'daemon.log');
+  const mounted = await darefs(['mount', '--ncrypt', '--passfile', path.join(dirs.root, 'pass.txt'), '--log', log, dirs.cipherDir, dirs.mountpoint]);
+  t.is(mounted.code, 0, mounted.stderr);
+  // Returned only once the mount answers: no polling needed.
+  t.is(await fsp.readFile(path.join(dirs.mountpoint, 'hello.txt'), 'utf8'), 'hello\n');
+  const pids = await daemonPids(dirs.mountpoint);
+  t.is(pids.length, 1, 'one background daemon');
+  const un = await darefs(['umount', dirs.mountpoint]);
+  t.is(un.code, 0, un.stderr);
+  t.falsy(await findMount(dirs.mountpoint));
+  for (let i = 0; i < 50 && (await daemonPids(dirs.mountpoint)).length > 0; i++) await sleep(100);
+  t.deepEqual(await daemonPids(dirs.mountpoint), [], 'the daemon exits after the unmount');
+  t.regex(await fsp.readFile(log, 'utf8'), /unmounted .* \(from outside\)/);
+});
+
+test.serial('a background mount with the wrong password fails with exit 3 and mounts nothing', async (t) => {
+  t.timeout(60_000);
+  const dirs = await tempDirs(t);
+  await writePassfile(dirs, 'wrong');
+  await writeNcryptFile(path.join(dirs.cipherDir, 'a'), Buffer.from('x'));
+  const res = await darefs(['mount', '--ncrypt', '--passfile', path.join(dirs.root, 'pass.txt'), '--log', path.join(dirs.root, 'log'), dirs.cipherDir, dirs.mountpoint]);
+  t.is(res.code, 3, res.stderr);
+  t.regex(res.stderr, /wrong password/);
+  t.falsy(await findMount(dirs.mountpoint));
+});
+
+test.serial('mount refuses a non-empty mount point, a missing one, and one already mounted', async (t) => {
+  t.timeout(60_000);
+  await withMount(
+    t,
+    darefsMount(['--ncrypt']),
+    async (m) => {
+      const pass = path.join(m.root, 'pass.txt');
+      const again = await darefs(['mount', '-f', '--ncrypt', '--passfile', pass, m.cipherDir, m.mountpoint]);
+      t.not(again.code, 0);
+      t.regex(again.stderr, /already a mount point .*darefs umount/);
+
+      const full = path.join(m.root, 'full');
+      await fsp.mkdir(full);
+      await fsp.writeFile(path.join(full, 'precious'), 'data');
+      const nonEmpty = await darefs(['mount', '-f', '--ncrypt', '--passfile', pass, m.cipherDir, full]);
+      t.not(nonEmpty.code, 0);
+      t.regex(nonEmpty.stderr, /not empty/);
+      t.is(await fsp.readFile(path.join(full, 'precious'), 'utf8'), 'data');
+
+      const missing = await darefs(['mount', '-f', '--ncrypt', '--passfile', pass, m.cipherDir, path.join(m.root, 'nope')]);
+      t.not(missing.code, 0);
+      t.regex(missing.stderr, /does not exist/);
+
+      const notVolume = await darefs(['mount', '-f', '--passfile', pass, m.cipherDir, full]);
+      t.is(notVolume.code, 7);
+      t.regex(notVolume.stderr, /not a darefs volume.*--ncrypt/);
+    },
+    { setup: writePassfile },
+  );
+});
+
+test.serial('umount of a busy mount names the process holding it; SIGTERM then still unmounts', async (t) => {
+  t.timeout(60_000);
+  await withMount(
+    t,
+    darefsMount(['--ncrypt']),
+    async (m) => {
+      const holder = spawn('sleep', ['60'], { cwd: m.mountpoint, stdio: 'ignore' });
+      t.teardown(() => {
+        holder.kill('SIGKILL');
+      });
+      await sleep(200);
+      const res = await darefs(['umount', m.mountpoint]);
+      t.not(res.code, 0);
+      t.regex(res.stderr, new RegExp(`busy[\\s\\S]*pid ${holder.pid} \\(sleep\\)`));
+      t.truthy(await findMount(m.mountpoint), 'still mounted');
+      // SIGTERM detaches lazily when busy; the daemon exits once the holder is gone.
+      const exited = m.stop();
+      await sleep(500);
+      t.falsy(await findMount(m.mountpoint), 'detached from the mount table');
+      holder.kill('SIGKILL');
+      const exit = await exited;
+      t.is(exit.code, 0);
+    },
+    { setup: writePassfile },
+  );
+});
+
+test.serial('ls -l of a directory of many ncrypt files derives no key', async (t) => {
+  t.timeout(90_000);
+  const count = 300;
+  await withMount(
+    t,
+    darefsMount(['--ncrypt']),
+    async (m) => {
+      const listing = await new Promise<string>((resolve, reject) => {
+        execFile('ls', ['-l', m.mountpoint], { timeout: 30_000 }, (err, out) => (err ? reject(err) : resolve(String(out))));
+      });
+      t.is(listing.split('\n').filter((l) => l.startsWith('-')).length, count);
+      t.regex(listing, /\s1000\s+[A-Z][a-z]{2}/, 'sizes come from the cipher sizes');
+      const exit = await m.stop();
+      t.is(exit.code, 0);
+      // One derivation: the password check on a sample file at mount time; none for the listing.
+      t.regex(m.output(), /keys derived 1,/);
+    },
+    {
+      setup: async (dirs) => {
+        await writePassfile(dirs);
+        // One real ncrypt file (the mount's password check derives its key), the rest copies of
+        // it: each file's key would cost 0.2 s of scrypt if the listing derived any.
+        const first = path.join(dirs.cipherDir, 'f0000');
+        await writeNcryptFile(first, Buffer.alloc(1000, 7));
+        for (let i = 1; i < count; i++) await fsp.copyFile(first, path.join(dirs.cipherDir, `f${String(i).padStart(4, '0')}`));
+      },
+    },
+  );
+});
