@@ -24,7 +24,10 @@ command -v fio > /dev/null || missing+=(fio)
 command -v jq > /dev/null || missing+=(jq)
 command -v mountpoint > /dev/null || missing+=(util-linux)
 for p in "${peers[@]}"; do
-  [[ $p != gocryptfs ]] || command -v gocryptfs > /dev/null || missing+=(gocryptfs)
+  [[ $p != gocryptfs ]] && continue
+  command -v gocryptfs > /dev/null || missing+=(gocryptfs)
+  # go-fuse mounts through fusermount even as root (darefs does not need it).
+  command -v fusermount > /dev/null || command -v fusermount3 > /dev/null || missing+=(fuse3)
 done
 if ((${#missing[@]})); then
   echo "bench: installing ${missing[*]}" >&2

@@ -98,7 +98,12 @@ export function verifyHeader(header: Buffer, want: PackageExpectation): void {
   const final = headerIsFinal(header);
   if (final && !want.last) throw new DataAfterFinalError(index + 1);
   if (!final && want.last) {
-    if (length === MAX_PAYLOAD) throw new TruncatedStreamError(index + 1);
+    // A full package cut short is a truncated package; a whole one without the flag means the
+    // packages after it are missing.
+    if (length === MAX_PAYLOAD && length === want.payloadLength) throw new TruncatedStreamError(index + 1);
+    if (length !== want.payloadLength) {
+      throw new InvalidPayloadSizeError(index, `payload length ${length} where ${want.payloadLength} was expected`);
+    }
     throw new InvalidPayloadSizeError(index, 'last package is not marked final');
   }
   if (length !== want.payloadLength) {
