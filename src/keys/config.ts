@@ -496,3 +496,74 @@ export async function readKeyFile(file: string): Promise<Buffer> {
 function badKeyFileMessage(file: string): string {
   return `key file ${file} must hold exactly 32 raw bytes or 64 hex characters (e.g. from \`head -c 32 /dev/urandom\`)`;
 }
+
+/** Name of the previous config while a passphrase change is under way. */
+export const CONFIG_BACKUP = `${CONFIG_FILE}.bak`;
+
+/**
+ * `darefs passwd`: seals the same master key under a new passphrase. Files are untouched. The old
+ * config stays as config.json.bak until the new one is durable, so a crash at any point leaves a
+ * config that one of the two passphrases opens.
+ */
+export async function changePassphrase(
+  cipherDir: string,
+  oldPassphrase: Buffer,
+  newPassphrase: Buffer,
+  opts: { scrypt?: ScryptParams } = {},
+): Promise<PassphraseVolumeConfig> {
+  const file = configPath(cipherDir);
+  const config = await readConfig(cipherDir);
+  if (config === null) throw new ConfigError(file, `${cipherDir} is not a darefs volume (no ${file})`);
+  if (config.masterKeySource !== 'passphrase') {
+    throw new ConfigError(file, `${cipherDir} uses an external key file, not a passphrase: there is no passphrase to change`);
+  }
+  if (newPassphrase.length === 0) throw new TypeError('the new passphrase must not be empty');
+  const masterKey = await unlockMasterKey(config, cipherDir, { passphrase: oldPassphrase });
+  const params = opts.scrypt ?? { N: config.scrypt.N, r: config.scrypt.r, p: config.scrypt.p };
+  const salt = randomBytes(SALT_SIZE);
+  let sealed: Buffer;
+  const wrapKey = await scryptAsync(newPassphrase, salt, KEY_SIZE, params);
+  try {
+    sealed = seal(wrapKey, masterKey);
+  } finally {
+    wrapKey.fill(0);
+    masterKey.fill(0);
+  }
+  const next: PassphraseVolumeConfig = {
+    ...config,
+    scrypt: { N: params.N, r: params.r, p: params.p, salt: salt.toString('base64') },
+    sealedMasterKey: sealed.toString('base64'),
+  };
+  const dir = path.join(cipherDir, CONFIG_DIR);
+  const backup = path.join(dir, CONFIG_BACKUP);
+  const tmp = path.join(dir, `${CONFIG_FILE}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+  await fs.copyFile(file, backup);
+  await syncFile(backup);
+  await fsyncDir(dir);
+  try {
+    const h = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    try {
+      await h.writeFile(`${JSON.stringify(next, null, 2)}\n`, 'utf8');
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    await fs.rename(tmp, file);
+    await fsyncDir(dir);
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
+  }
+  await fs.rm(backup, { force: true });
+  await fsyncDir(dir);
+  return next;
+}
+
+async function syncFile(file: string): Promise<void> {
+  const h = await fs.open(file, fsc.O_RDONLY);
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}

@@ -36,6 +36,8 @@ export {
   readConfig,
   parseConfig,
   unlockMasterKey,
+  changePassphrase,
+  CONFIG_BACKUP,
   readKeyFile,
   type Cipher,
   type WriteVersion,
