@@ -50,6 +50,11 @@ ln -sfn "$repo/node_modules/fuse-native/build/Release/libfuse.so" "$NULLFS_DIR/l
 
 run=$(date -u +%Y%m%dT%H%M%SZ)
 export FSBENCH_RUN=$run FSBENCH_JSON=$BENCH_ROOT/results-$run.jsonl
+cleanup() {  # a peer whose daemon could not unmount itself (nullfs.js needs fusermount) leaves its mount
+  local m
+  for m in $(awk -v r="$BENCH_ROOT" '$2 ~ "^"r {print $2}' /proc/mounts); do umount -l "$m" 2> /dev/null || true; done
+}
+trap cleanup EXIT
 "$bench/run-peers.sh" "${peers[@]}"
 
 labels=$(IFS=,; echo "${peers[*]}")

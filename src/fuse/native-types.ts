@@ -25,6 +25,18 @@ export type IoCallback = (bytesOrErrno: number) => void;
 export type FuseTime = Date | number;
 
 /**
+ * A time as `utimens` receives it (libfuse's `struct timespec`, decoded): `sec` is the exact
+ * 64-bit tv_sec (negative before 1970), `nsec` 0..999 999 999. 'now': set the current time
+ * (UTIME_NOW, e.g. `touch` without a date); 'omit': leave this time as it is (UTIME_OMIT, e.g. the
+ * atime of `touch -m`).
+ */
+export type FuseTimespec = { readonly sec: bigint; readonly nsec: number } | 'now' | 'omit';
+
+/** libfuse's tv_nsec special values (<sys/stat.h>). */
+export const UTIME_NOW = 0x3fffffff;
+export const UTIME_OMIT = 0x3ffffffe;
+
+/**
  * The stat fields fuse-native copies (getStatArray). All are optional in fuse-native, with
  * defaults that are easy to trip over: nlink 1, times `Date.now()` (so a missing mtime changes on
  * every getattr), everything else 0. Packed into a Uint32Array: `ino`, `dev`, `rdev`, `uid`, `gid`,
@@ -80,8 +92,11 @@ export interface FuseStatfs {
  *   (exact up to 2^53).
  * - `readdir`: the stats array is passed to libfuse but libfuse 2.9 ignores it for lookups;
  *   only names matter. All names go out in one batch (no offsets).
- * - `utimens`: times in ms; fuse-native's C code sends atime in BOTH slots, so `mtime` is
- *   really the atime (and UTIME_NOW/UTIME_OMIT are not decoded). Do not trust it.
+ * - `utimens`: exact times (`FuseTimespec`: seconds + nanoseconds, or 'now' / 'omit') when
+ *   fuse-native was patched at install (scripts/patch-fuse-native.js). Stock 2.2.6 sends the atime
+ *   in ms in BOTH slots and libfuse never calls it for a one-time change (touch -m / -a);
+ *   FuseMount then passes that atime (ms precision) as both times and warns once
+ *   (`fuseUtimensExact()` says which binary is loaded).
  * - `symlink(target, linkPath)`, `link(existingPath, newPath)`.
  */
 export interface FuseOperations {
@@ -97,7 +112,7 @@ export interface FuseOperations {
   readdir?: (path: string, cb: (err: FuseResult, names?: string[], stats?: FuseStat[]) => void) => void;
   truncate?: (path: string, size: number, cb: DoneCallback) => void;
   ftruncate?: (path: string, fd: number, size: number, cb: DoneCallback) => void;
-  utimens?: (path: string, atimeMs: number, mtimeMs: number, cb: DoneCallback) => void;
+  utimens?: (path: string, atime: FuseTimespec, mtime: FuseTimespec, cb: DoneCallback) => void;
   readlink?: (path: string, cb: ValueCallback<string>) => void;
   chown?: (path: string, uid: number, gid: number, cb: DoneCallback) => void;
   chmod?: (path: string, mode: number, cb: DoneCallback) => void;

@@ -7,6 +7,8 @@
  * - the 15 s per-op timeout answers ETIMEDOUT and drops the late reply: off for mutating ops,
  *   120 s elsewhere;
  * - `fgetattr` is routed to `getattr(path)` and `opendir` gets the file handle as flags: fixed;
+ * - `utimens` gets the atime twice, in ms: scripts/patch-fuse-native.js patches the C code at
+ *   install to pass both times exactly; `_op_utimens` decodes that (or falls back, with a warning);
  * - a handler that throws or never calls back wedges a libfuse thread (no timeout on writes), and
  *   a double callback posts the thread's semaphore twice and corrupts the next reply: every
  *   handler is guarded.
@@ -15,8 +17,8 @@
 import { constants as osConstants } from 'node:os';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Errno } from './native-types';
-import type { FuseNativeOptions, FuseOperations, FuseOpName, FuseStat, FuseTime } from './native-types';
+import { Errno, UTIME_NOW, UTIME_OMIT } from './native-types';
+import type { FuseNativeOptions, FuseOperations, FuseOpName, FuseStat, FuseTime, FuseTimespec } from './native-types';
 import { MountpointError, canonicalMountpoint, readMountInfo, unmountPath, type MountEntry } from './mountpoint';
 
 // ---------------------------------------------------------------------------------------------
@@ -40,6 +42,8 @@ export type FuseNativeStatic = new (mnt: string, ops: FuseOperations, opts?: Fus
 interface FuseBinding {
   /** Unrefs the thread's uv_async (the pthread_join is commented out in 2.2.6). */
   fuse_native_unmount(mnt: string, thread: Buffer | null): void;
+  /** 1 when built from the source patched by scripts/patch-fuse-native.js; absent in stock 2.2.6. */
+  darefs_utimens_ns?: number;
 }
 
 interface NodeGypBuild {
@@ -82,6 +86,14 @@ export function loadFuse(): LoadedFuse {
   const binding = ngb(fuseDir) as FuseBinding;
   loaded = { Fuse, binding, libfuse };
   return loaded;
+}
+
+/**
+ * True when the loaded fuse-native binary is the one scripts/patch-fuse-native.js rebuilt at
+ * install: `utimens` then gets exact atime and mtime (seconds, nanoseconds, UTIME_NOW/OMIT).
+ */
+export function fuseUtimensExact(): boolean {
+  return loadFuse().binding.darefs_utimens_ns === 1;
 }
 
 /** fuse-native's own constant, e.g. `fuseNativeErrno('ENOENT') === -2` (used to check `Errno`). */
@@ -272,6 +284,39 @@ function toStatArray(stat: FuseStat | undefined): Uint32Array {
   return ints;
 }
 
+const TWO_32 = 4294967296;
+
+/** One time from the patched binary: tv_sec low (uint32) and high (int32) halves, tv_nsec. */
+export function decodeTimespec(secLow: number, secHigh: number, nsec: number): FuseTimespec {
+  if (nsec === UTIME_NOW) return 'now';
+  if (nsec === UTIME_OMIT) return 'omit';
+  return { sec: BigInt(secHigh) * BigInt(TWO_32) + BigInt(secLow), nsec };
+}
+
+/**
+ * Stock 2.2.6: the atime in ms (uint32 low, high), floored from tv_sec * 1000 + tv_nsec / 1e6, so
+ * UTIME_NOW and UTIME_OMIT (tv_sec 0) both arrive as 1073 ms: read as 'now'.
+ */
+export function decodeStockUtimensMs(low: number, high: number): FuseTimespec {
+  const ms = high * TWO_32 + low;
+  if (ms === Math.floor(UTIME_NOW / 1e6)) return 'now';
+  return { sec: BigInt(Math.floor(ms / 1000)), nsec: (ms % 1000) * 1_000_000 };
+}
+
+let warnedStockUtimens = false;
+
+/** Once per process: the binary is stock fuse-native, utimens is approximate. */
+function warnStockUtimens(): void {
+  if (warnedStockUtimens) return;
+  warnedStockUtimens = true;
+  process.stderr.write(
+    'darefs: warning: fuse-native is not patched (scripts/patch-fuse-native.js did not run or failed): ' +
+      'utimens gets only the atime, in milliseconds, and sets it as both atime and mtime; libfuse ignores ' +
+      'a change of one time only (touch -m, touch -a). ' +
+      'Run `node scripts/patch-fuse-native.js` in the darefs directory to fix this.\n',
+  );
+}
+
 interface ClosePlan {
   lazy: boolean;
   timeoutMs: number | undefined;
@@ -343,6 +388,29 @@ function darefsFuseClass(): DarefsFuseClass {
       if (ops.fgetattr) ops.fgetattr(p, fd, reply);
       else if (ops.getattr) ops.getattr(p, reply);
       else signal(Errno.ENOSYS);
+    }
+
+    /**
+     * Patched binary (scripts/patch-fuse-native.js): per time, tv_sec low, tv_sec high, tv_nsec.
+     * Stock 2.2.6: the atime in ms (low, high), twice. Told apart by the argument count, so a
+     * stale binary can never be misread.
+     */
+    _op_utimens(signal: Signal, p: string, ...raw: number[]): void {
+      const ops = this.ops;
+      if (!ops.utimens) {
+        signal(Errno.ENOSYS);
+        return;
+      }
+      let atime: FuseTimespec;
+      let mtime: FuseTimespec;
+      if (raw.length === 6) {
+        atime = decodeTimespec(raw[0]!, raw[1]!, raw[2]!);
+        mtime = decodeTimespec(raw[3]!, raw[4]!, raw[5]!);
+      } else {
+        warnStockUtimens();
+        atime = mtime = decodeStockUtimensMs(raw[0] ?? 0, raw[1] ?? 0);
+      }
+      ops.utimens(p, atime, mtime, (err) => signal(err));
     }
 
     /** The C side passes (path, fh, flags); stock fuse-native hands fh over as flags. */
@@ -427,6 +495,7 @@ export class FuseMount {
     const timeout: NonNullable<FuseNativeOptions['timeout']> = { default: opTimeout };
     for (const name of UNTIMED_OPS) timeout[name] = false;
 
+    if (ops.utimens && !fuseUtimensExact()) warnStockUtimens();
     const fuse = new Cls(mnt, opts.guardOps === false ? ops : guardOps(ops, onOpError), { timeout });
     fuse.optionString = optionString;
 

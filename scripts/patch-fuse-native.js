@@ -1,0 +1,318 @@
+#!/usr/bin/env node
+/*
+ * postinstall: patch fuse-native@2.2.6's C code so `utimens` reaches JavaScript exactly, and
+ * rebuild the addon.
+ *
+ * Stock 2.2.6 converts both times to milliseconds and then passes the ATIME twice, so a handler
+ * never sees the mtime and loses nanoseconds; and it does not set libfuse 2.9's
+ * flag_utime_omit_ok, so libfuse calls utimens only when both times change and silently drops
+ * `touch -m` / `touch -a` (with the flag it passes UTIME_OMIT / UTIME_NOW as tv_nsec values).
+ * Patched (flag set), the JS handler gets, for atime
+ * then mtime: seconds low 32 bits (uint32), seconds high 32 bits (int32, so negative times work),
+ * tv_nsec (uint32: 0..999999999, or UTIME_NOW = 2^30-1 / UTIME_OMIT = 2^30-2); and the addon
+ * exports `darefs_utimens_ns = 1` so darefs can tell the patched binary from the stock one
+ * (src/fuse/native.ts).
+ *
+ * Never breaks the install: on an unexpected version or source text, or when the rebuild fails,
+ * it prints a warning, leaves (or puts back) the original source and the previous binary, and
+ * exits 0; darefs then falls back to the stock behaviour with a warning. Idempotent: a marker
+ * file (.darefs-patched, holding the hash of the patch) plus a check of the source and binary
+ * make a rerun a no-op.
+ *
+ * Plain Node.js, no dependencies. Environment: DAREFS_SKIP_FUSE_PATCH=1 skips it.
+ */
+'use strict';
+
+const childProcess = require('child_process');
+const crypto = require('crypto');
+const fs = require('fs');
+const path = require('path');
+
+const EXPECTED_VERSION = '2.2.6';
+const SOURCE = 'fuse-native.c';
+const MARKER = '.darefs-patched';
+const EXPORT_NAME = 'darefs_utimens_ns';
+const PREV_BUILD = 'build.darefs-prev';
+/** The stock source, kept at the first patching so a later version of this patch can start over. */
+const PRISTINE = 'fuse-native.c.darefs-orig';
+
+/** Exact replacements; each `from` must occur exactly once in the stock source. */
+const HUNKS = [
+  {
+    name: 'thread-local storage for the two timespecs',
+    from: '  size_t atime;\n  size_t mtime;\n  int32_t res;\n',
+    to:
+      '  size_t atime;\n  size_t mtime;\n' +
+      '  struct timespec utimens_tv[2]; /* darefs patch: utimens times, exact */\n' +
+      '  int32_t res;\n',
+  },
+  {
+    name: 'utimens: pass atime and mtime exactly',
+    from:
+      'FUSE_METHOD_VOID(utimens, 5, 0, (const char *path, const struct timespec tv[2]), {\n' +
+      '  l->path = path;\n' +
+      '  l->atime = timespec_to_uint64(&tv[0]);\n' +
+      '  l->mtime = timespec_to_uint64(&tv[1]);\n' +
+      '}, {\n' +
+      '  napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));\n' +
+      '  FUSE_UINT64_TO_INTS_ARGV(l->atime, 3)\n' +
+      '  FUSE_UINT64_TO_INTS_ARGV(l->atime, 5)\n' +
+      '})\n',
+    to:
+      '/* darefs patch: stock fuse-native passed the atime twice, in ms. Now, for atime then mtime:\n' +
+      '   seconds low 32 bits (uint32), seconds high 32 bits (int32), tv_nsec (uint32; may be\n' +
+      '   UTIME_NOW or UTIME_OMIT). darefs_utimens_ns tells JS which encoding it gets. */\n' +
+      'static const uint32_t darefs_utimens_ns = 1;\n' +
+      '\n' +
+      'FUSE_METHOD_VOID(utimens, 7, 0, (const char *path, const struct timespec tv[2]), {\n' +
+      '  l->path = path;\n' +
+      '  l->atime = timespec_to_uint64(&tv[0]);\n' +
+      '  l->mtime = timespec_to_uint64(&tv[1]);\n' +
+      '  l->utimens_tv[0] = tv[0];\n' +
+      '  l->utimens_tv[1] = tv[1];\n' +
+      '}, {\n' +
+      '  napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));\n' +
+      '  for (int i = 0; i < 2; i++) {\n' +
+      '    int64_t sec = (int64_t) l->utimens_tv[i].tv_sec;\n' +
+      '    napi_create_uint32(env, (uint32_t) ((uint64_t) sec & 0xffffffffu), &(argv[3 + 3 * i]));\n' +
+      '    napi_create_int32(env, (int32_t) (sec >> 32), &(argv[4 + 3 * i]));\n' +
+      '    napi_create_uint32(env, (uint32_t) l->utimens_tv[i].tv_nsec, &(argv[5 + 3 * i]));\n' +
+      '  }\n' +
+      '})\n',
+  },
+  {
+    // Without this flag libfuse 2.9 calls utimens only when BOTH times are set, and silently
+    // drops a change of one (touch -m, touch -a); with it, the other time is UTIME_OMIT and
+    // "set to the current time" arrives as UTIME_NOW.
+    name: 'utimens: let libfuse pass UTIME_NOW and UTIME_OMIT',
+    from: '  if (implemented[op_utimens]) ops.utimens = fuse_native_utimens;\n',
+    to:
+      '  if (implemented[op_utimens]) ops.utimens = fuse_native_utimens;\n' +
+      '  if (implemented[op_utimens]) ops.flag_utime_omit_ok = 1; /* darefs patch */\n',
+  },
+  {
+    name: 'export the encoding marker',
+    from: '  NAPI_EXPORT_UINT32(op_utimens)\n',
+    to: '  NAPI_EXPORT_UINT32(op_utimens)\n  NAPI_EXPORT_UINT32(darefs_utimens_ns)\n',
+  },
+];
+
+const PATCH_HASH = sha256(JSON.stringify({ version: EXPECTED_VERSION, hunks: HUNKS }));
+
+function sha256(data) {
+  return crypto.createHash('sha256').update(data).digest('hex');
+}
+
+function log(msg) {
+  console.log(`darefs postinstall: ${msg}`);
+}
+
+function warn(msg) {
+  console.warn(
+    `darefs postinstall: WARNING: ${msg}\n` +
+      '  fuse-native stays unpatched: utimens falls back to millisecond atime-only times, and touch -m/-a are ignored ' +
+      '(darefs warns once at mount). Rerun with `node scripts/patch-fuse-native.js`.',
+  );
+}
+
+function countOf(text, needle) {
+  let n = 0;
+  for (let i = text.indexOf(needle); i !== -1; i = text.indexOf(needle, i + needle.length)) n++;
+  return n;
+}
+
+/** 'original' | 'patched' | 'unknown' */
+function classify(text) {
+  if (HUNKS.every((h) => countOf(text, h.from) === 1 && countOf(text, h.to) === 0)) return 'original';
+  if (HUNKS.every((h) => countOf(text, h.to) === 1)) return 'patched';
+  return 'unknown';
+}
+
+function applyPatch(text) {
+  return HUNKS.reduce((t, h) => t.replace(h.from, () => h.to), text);
+}
+
+function revertPatch(text) {
+  return HUNKS.slice().reverse().reduce((t, h) => t.replace(h.to, () => h.from), text);
+}
+
+function readMarker(dir) {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dir, MARKER), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+function binaryIsPatched(file) {
+  try {
+    return fs.readFileSync(file).includes(Buffer.from(EXPORT_NAME + '\0'));
+  } catch {
+    return false;
+  }
+}
+
+function findNodeGyp() {
+  const candidates = [];
+  if (process.env.npm_config_node_gyp) candidates.push(process.env.npm_config_node_gyp);
+  const npmDirs = [
+    path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm'),
+    path.join(path.dirname(process.execPath), 'node_modules', 'npm'),
+  ];
+  for (const paths of [npmDirs, [__dirname]]) {
+    try {
+      candidates.push(require.resolve('node-gyp/bin/node-gyp.js', { paths }));
+    } catch {
+      // not there
+    }
+  }
+  return candidates.find((c) => /\.js$/.test(c) && fs.existsSync(c));
+}
+
+/** Node's headers: npm passes its `nodedir` setting as npm_config_nodedir; outside npm, look. */
+function nodeGypArgs() {
+  const args = ['rebuild'];
+  if (!process.env.npm_config_nodedir) {
+    const prefix = path.resolve(path.dirname(process.execPath), '..');
+    if (fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
+  }
+  return args;
+}
+
+function rmrf(p) {
+  fs.rmSync(p, { recursive: true, force: true });
+}
+
+/** Loads the new addon in a child process (with the bundled libfuse preloaded, as darefs does). */
+function checkLoads(fuseDir) {
+  const addon = path.join(fuseDir, 'build', 'Release', 'fuse.node');
+  const libfuse = path.join(fuseDir, 'build', 'Release', 'libfuse.so');
+  const code = `
+    const os = require('os');
+    try { process.dlopen({ exports: {} }, ${JSON.stringify(libfuse)}, os.constants.dlopen.RTLD_NOW | os.constants.dlopen.RTLD_GLOBAL | 0x1000 /* RTLD_NODELETE */); } catch (e) {}
+    const m = { exports: {} };
+    process.dlopen(m, ${JSON.stringify(addon)});
+    if (m.exports.${EXPORT_NAME} !== 1) throw new Error('${EXPORT_NAME} is ' + m.exports.${EXPORT_NAME});
+  `;
+  const res = childProcess.spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', timeout: 60_000 });
+  if (res.status !== 0) throw new Error(`the rebuilt addon does not load: ${(res.stderr || res.error || '').toString().trim()}`);
+}
+
+function main() {
+  if (process.env.DAREFS_SKIP_FUSE_PATCH) {
+    log('DAREFS_SKIP_FUSE_PATCH is set: fuse-native left as it is');
+    return;
+  }
+  let pkgFile;
+  try {
+    pkgFile = require.resolve('fuse-native/package.json', { paths: [path.resolve(__dirname, '..')] });
+  } catch {
+    warn('fuse-native is not installed');
+    return;
+  }
+  const fuseDir = path.dirname(pkgFile);
+  const version = JSON.parse(fs.readFileSync(pkgFile, 'utf8')).version;
+  if (version !== EXPECTED_VERSION) {
+    warn(`fuse-native is ${version}, the patch is for ${EXPECTED_VERSION}`);
+    return;
+  }
+  const sourceFile = path.join(fuseDir, SOURCE);
+  const pristineFile = path.join(fuseDir, PRISTINE);
+  let source = fs.readFileSync(sourceFile, 'utf8');
+  let state = classify(source);
+  if (state === 'unknown' && fs.existsSync(pristineFile)) {
+    // Patched by an earlier version of this script: start again from the stock source.
+    const pristine = fs.readFileSync(pristineFile, 'utf8');
+    if (classify(pristine) === 'original') {
+      source = pristine;
+      state = 'original';
+    }
+  }
+  if (state === 'unknown') {
+    warn(`${sourceFile} does not contain the expected fuse-native ${EXPECTED_VERSION} text`);
+    return;
+  }
+  const buildDir = path.join(fuseDir, 'build');
+  const prevDir = path.join(fuseDir, PREV_BUILD);
+  const addon = path.join(buildDir, 'Release', 'fuse.node');
+  const libfuse = path.join(buildDir, 'Release', 'libfuse.so');
+  const marker = readMarker(fuseDir);
+
+  // A run killed during its rebuild leaves the previous build aside: put it back first.
+  if (fs.existsSync(prevDir)) {
+    if (!binaryIsPatched(addon)) {
+      rmrf(buildDir);
+      fs.renameSync(prevDir, buildDir);
+    } else {
+      rmrf(prevDir);
+    }
+  }
+
+  if (state === 'patched' && marker && marker.patch === PATCH_HASH && binaryIsPatched(addon) && fs.existsSync(libfuse)) {
+    log(`fuse-native ${version} already patched (utimens with nanoseconds); nothing to do`);
+    return;
+  }
+
+  const nodeGyp = findNodeGyp();
+  if (!nodeGyp) {
+    if (state === 'patched') fs.writeFileSync(sourceFile, revertPatch(source));
+    warn('node-gyp not found (neither npm_config_node_gyp nor npm\'s bundled copy)');
+    return;
+  }
+
+  const original = state === 'original' ? source : revertPatch(source);
+  const patched = applyPatch(original);
+  if (classify(patched) !== 'patched' || revertPatch(patched) !== original) {
+    warn('the patch does not apply cleanly (internal check failed)');
+    return;
+  }
+  rmrf(path.join(fuseDir, MARKER));
+  if (!fs.existsSync(pristineFile)) fs.writeFileSync(pristineFile, original);
+  fs.writeFileSync(sourceFile, patched);
+
+  // node-gyp rebuild starts with removing build/: keep the previous build aside until the new one works.
+  const hadBuild = fs.existsSync(buildDir);
+  if (hadBuild) fs.renameSync(buildDir, prevDir);
+  const started = Date.now();
+  log(`patching fuse-native ${version} (utimens with nanoseconds) and rebuilding it with ${nodeGyp}`);
+  try {
+    const res = childProcess.spawnSync(process.execPath, [nodeGyp, ...nodeGypArgs()], {
+      cwd: fuseDir,
+      encoding: 'utf8',
+      timeout: 10 * 60_000,
+      maxBuffer: 64 << 20,
+    });
+    if (res.error) throw res.error;
+    if (res.status !== 0) {
+      const out = `${res.stdout || ''}${res.stderr || ''}`.trim().split('\n').slice(-25).join('\n');
+      throw new Error(`node-gyp rebuild exited with ${res.status === null ? res.signal : res.status}:\n${out}`);
+    }
+    if (!binaryIsPatched(addon)) throw new Error(`${addon} was not rebuilt from the patched source`);
+    // binding.gyp's "postinstall" target copies the bundled libfuse.so next to the addon.
+    if (!fs.existsSync(libfuse)) {
+      const prevLib = path.join(prevDir, 'Release', 'libfuse.so');
+      if (fs.existsSync(prevLib)) fs.copyFileSync(prevLib, libfuse);
+    }
+    checkLoads(fuseDir);
+  } catch (err) {
+    fs.writeFileSync(sourceFile, original);
+    rmrf(buildDir);
+    if (hadBuild) fs.renameSync(prevDir, buildDir);
+    warn(`rebuilding fuse-native failed; original source and previous binary restored.\n${err && err.message ? err.message : err}`);
+    return;
+  }
+  rmrf(prevDir);
+  fs.writeFileSync(
+    path.join(fuseDir, MARKER),
+    JSON.stringify({ patch: PATCH_HASH, source: sha256(patched), addon: sha256(fs.readFileSync(addon)) }, null, 2) + '\n',
+  );
+  log(`fuse-native patched and rebuilt in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+}
+
+try {
+  main();
+} catch (err) {
+  // Never break the install.
+  warn(`unexpected error: ${err && err.stack ? err.stack : err}`);
+}
+process.exitCode = 0;
