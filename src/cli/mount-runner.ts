@@ -22,6 +22,8 @@ export interface MountSettings {
   kdf?: MasterKdf;
   packageCacheMiB?: number;
   keyCacheEntries?: number;
+  /** Unmount after this long (ms) with no file operation and nothing open. */
+  idleUnmountMs?: number;
 }
 
 /** Where a background daemon logs by default: one file per mount point, owner-only. */
@@ -54,7 +56,16 @@ export async function serveMount(s: MountSettings, secrets: VolumeSecrets, notif
   secrets.passphrase?.fill(0);
   secrets.keyFile?.fill(0);
   try {
-    daemon = await Daemon.start({ cipherDir: s.cipherDir, mountpoint: s.mountpoint, opened, log, allowOther: s.allowOther, debug: s.debug, readOnly: s.readOnly });
+    daemon = await Daemon.start({
+      cipherDir: s.cipherDir,
+      mountpoint: s.mountpoint,
+      opened,
+      log,
+      allowOther: s.allowOther,
+      debug: s.debug,
+      readOnly: s.readOnly,
+      idleUnmountMs: s.idleUnmountMs,
+    });
   } catch (err) {
     opened.dispose();
     throw err;

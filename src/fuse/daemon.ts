@@ -4,8 +4,10 @@ import { OpenedVolume } from '../store';
 import { Logger } from './logger';
 import { MountpointError, checkMountpoint } from './mountpoint';
 import { FuseMount, UnmountReason } from './native';
+import { FuseOperations } from './native-types';
 import { createOperations } from './ops';
 import { PathMap } from './paths';
+import { hitRate, MountStatus, serveStatus } from './status';
 
 export interface DaemonOptions {
   cipherDir: string;
@@ -15,6 +17,8 @@ export interface DaemonOptions {
   allowOther?: boolean;
   debug?: boolean;
   readOnly?: boolean;
+  /** Unmount after this many ms without any file operation and with no file open. */
+  idleUnmountMs?: number;
 }
 
 /**
@@ -25,9 +29,14 @@ export class Daemon {
   /** Resolves when the mount is gone, by stop() or from outside (umount). */
   readonly closed: Promise<UnmountReason>;
 
+  private readonly startedAt = new Date();
+  private statusServer: { close(): void } | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+
   private constructor(
     private readonly mount: FuseMount,
     private readonly opts: DaemonOptions,
+    private readonly activity: { last: number },
   ) {
     this.closed = mount.closed.then(async (reason) => {
       await this.release();
@@ -46,7 +55,8 @@ export class Daemon {
       // Our synchronous calls into the cipher directory would then wait on ourselves.
       throw new MountpointError('FAILED', mountpoint, `the mount point ${mountpoint} and the cipher directory ${cipherDir} must not contain each other`);
     }
-    const ops = createOperations({ volume: opts.opened.volume, paths: new PathMap(cipherDir), log: opts.log });
+    const activity = { last: Date.now() };
+    const ops = trackActivity(createOperations({ volume: opts.opened.volume, paths: new PathMap(cipherDir), log: opts.log }), activity);
     const mount = await FuseMount.mount(mountpoint, ops, {
       fsname: cipherDir,
       subtype: 'darefs',
@@ -56,7 +66,51 @@ export class Daemon {
       readOnly: opts.readOnly,
       onOpError: (op, err) => opts.log.problem(`FUSE ${op}: ${err instanceof Error ? err.message : String(err)}`),
     });
-    return new Daemon(mount, { ...opts, cipherDir, mountpoint });
+    const daemon = new Daemon(mount, { ...opts, cipherDir, mountpoint: mount.mountpoint }, activity);
+    try {
+      daemon.statusServer = await serveStatus(mount.mountpoint, () => daemon.status());
+    } catch (err) {
+      opts.log.problem(`no status socket (darefs status will not see this mount): ${err instanceof Error ? err.message : String(err)}`);
+    }
+    if (opts.idleUnmountMs) daemon.watchIdle(opts.idleUnmountMs);
+    return daemon;
+  }
+
+  status(): MountStatus {
+    const { volume, keys, mode } = this.opts.opened;
+    const k = keys.stats;
+    const p = volume.cache.stats;
+    const c = volume.counters;
+    return {
+      mountpoint: this.mount.mountpoint,
+      cipherDir: this.opts.cipherDir,
+      pid: process.pid,
+      mode,
+      readOnly: !!this.opts.readOnly,
+      startedAt: this.startedAt.toISOString(),
+      openFiles: volume.openFiles,
+      keyCache: { hits: k.hits, misses: k.misses, derivations: k.derivations, size: k.size, hitRate: hitRate(k.hits, k.misses) },
+      packageCache: { hits: p.hits, misses: p.misses, bytes: p.bytes, maxBytes: p.maxBytes, hitRate: hitRate(p.hits, p.misses) },
+      packagesDecrypted: c.packagesOpened,
+      packagesSealed: c.packagesSealed,
+      streamsRewritten: c.rewrites,
+      authFailures: c.authFailures,
+      journal: 'none (packages are re-sealed in place)',
+    };
+  }
+
+  private watchIdle(idleMs: number): void {
+    this.idleTimer = setInterval(() => {
+      if (this.opts.opened.volume.openFiles > 0 || Date.now() - this.activity.last < idleMs) return;
+      clearInterval(this.idleTimer);
+      this.opts.log.info(`idle for ${Math.round(idleMs / 1000)} s: unmounting ${this.mount.mountpoint}`);
+      this.stop(false).catch((err: unknown) => {
+        this.opts.log.problem(`idle unmount failed: ${err instanceof Error ? err.message : String(err)}`);
+        this.activity.last = Date.now();
+        this.watchIdle(idleMs);
+      });
+    }, Math.min(idleMs, 5000));
+    this.idleTimer.unref();
   }
 
   /** Seals pending changes and unmounts; `lazy` detaches even when the mount is busy. */
@@ -71,6 +125,8 @@ export class Daemon {
   private async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    this.statusServer?.close();
     await this.opts.opened.volume.flushAll().catch((err: unknown) => this.opts.log.problem(`flush after unmount: ${String(err)}`));
     this.opts.opened.dispose();
   }
@@ -79,4 +135,17 @@ export class Daemon {
 function isWithin(child: string, parent: string): boolean {
   const rel = path.relative(parent, child);
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/** Wraps every operation so the daemon knows when the mount was last used. */
+function trackActivity(ops: FuseOperations, activity: { last: number }): FuseOperations {
+  const tracked: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(ops)) {
+    if (typeof fn !== 'function') continue;
+    tracked[name] = (...args: unknown[]) => {
+      activity.last = Date.now();
+      return (fn as (...a: unknown[]) => unknown)(...args);
+    };
+  }
+  return tracked as FuseOperations;
 }
