@@ -75,9 +75,15 @@ async function fromPassfile(file: string, noun: string): Promise<Buffer> {
     try {
       const st = await h.stat();
       if (st.isDirectory()) throw new CliError(`cannot read --passfile ${file}: it is a directory`, ExitCode.ERROR);
-      data = Buffer.alloc(Math.min(st.isFile() ? st.size : MAX_SECRET_BYTES, MAX_SECRET_BYTES));
-      const { bytesRead } = await h.read(data, 0, data.length, 0);
-      data = data.subarray(0, bytesRead);
+      // Read up to the first newline (a FIFO such as <(pass show x) may deliver it in pieces).
+      const buf = Buffer.alloc(MAX_SECRET_BYTES);
+      let filled = 0;
+      while (filled < buf.length && buf.subarray(0, filled).indexOf(0x0a) === -1) {
+        const { bytesRead } = await h.read(buf, filled, buf.length - filled, null);
+        if (bytesRead === 0) break;
+        filled += bytesRead;
+      }
+      data = buf.subarray(0, filled);
     } finally {
       await h.close();
     }
@@ -262,7 +268,7 @@ async function readHidden(term: Terminal, prompt: string): Promise<Buffer> {
         input.off('end', onEnd);
         input.off('error', onError);
         input.pause();
-        term.write('\r\n');
+        term.write('\n');
         if (err !== null) {
           secret.clear();
           reject(err);

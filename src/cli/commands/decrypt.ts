@@ -101,7 +101,8 @@ export const decryptCommand: Command = {
     'Decrypts IN (default: standard input, also "-") to OUT (default: standard output, also "-"). ' +
     'DARE 1.0 and 2.0, AES-256-GCM and ChaCha20-Poly1305 are recognized from the file. ' +
     'Key modes as for encrypt: --ncrypt (default, password), --volume CIPHERDIR, --keyfile FILE. ' +
-    'Only plaintext of packages whose tag verified is ever written. On any failure OUT is removed, ' +
+    'Only plaintext of packages whose tag verified is ever written. OUT is created (or, with --force, ' +
+    'truncated) only when package 0 has verified, so a wrong password leaves it untouched; on any later failure OUT is removed, ' +
     'so no partial plaintext is left behind; on standard output, what was written before the failure ' +
     '(verified packages only) cannot be taken back: check the exit code. OUT is created with mode 0600.',
   options: OPTIONS,

@@ -21,6 +21,7 @@ import { checkKeyModeOptions, KEY_MODE_OPTIONS, resolveKeys } from '../secrets';
 
 export const STDIO_NAME = 'standard input';
 const READ_CHUNK = 1024 * 1024;
+const WRITE_BATCH = 1024 * 1024;
 
 export const IO_OPTIONS = defineOptions([
   { name: 'force', short: 'f', help: 'overwrite OUT if it exists' },
@@ -117,14 +118,28 @@ class FileOutput implements Output {
   }
 
   sink = async (source: AsyncIterable<Buffer>): Promise<void> => {
-    for await (const chunk of source) {
+    // Packages are gathered into ~1 MiB writes: one system call per package costs throughput.
+    let batch: Buffer[] = [];
+    let batched = 0;
+    const flush = async (): Promise<void> => {
       const handle = await this.open();
+      const bufs = batch;
+      batch = [];
+      batched = 0;
       try {
-        await writeAll(handle, chunk);
+        await writeAll(handle, bufs.length === 1 ? bufs[0] : Buffer.concat(bufs));
       } catch (err) {
         throw ioError(err, 'cannot write output', this.name);
       }
+    };
+    for await (const chunk of source) {
+      // OUT is created (or truncated, with --force) at the first output byte, not at the first flush.
+      await this.open();
+      batch.push(chunk);
+      batched += chunk.length;
+      if (batched >= WRITE_BATCH) await flush();
     }
+    if (batched > 0) await flush();
   };
 
   async commit(): Promise<void> {

@@ -1,0 +1,331 @@
+/**
+ * `darefs import` and `darefs export`: a generated tree into a fresh volume and back (contents,
+ * modes, times, symlinks), every cipher file checked with `darefs decrypt --volume`; an import
+ * killed with SIGKILL part-way and resumed; a modified package failing one file of an export;
+ * wrong password and nested directories refused before anything is written.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { cipherSize } from '../src/dare';
+import { TEMP_PREFIX } from '../src/store';
+import { childEnv, MAIN, runCli, tempDir, testBytes } from './helpers/cli';
+
+const PASS = 'import export passphrase';
+const OLD = new Date('2003-04-05T06:07:08.250Z');
+const OLDER = new Date('1999-12-31T23:59:58.500Z');
+
+interface Vol {
+  root: string;
+  plain: string;
+  cipher: string;
+  pass: string;
+}
+
+/** A temp dir with a passfile and a fresh volume (`darefs init --passfile`). */
+async function freshVolume(t: ExecutionContext, password = PASS): Promise<Vol> {
+  const root = tempDir(t, 'darefs-ie-');
+  const pass = path.join(root, 'pass');
+  fs.writeFileSync(pass, `${password}\n`, { mode: 0o600 });
+  const cipher = path.join(root, 'cipher');
+  const init = await runCli(['init', '--passfile', pass, cipher]);
+  t.is(init.code, 0, init.stderr);
+  const plain = path.join(root, 'plain');
+  fs.mkdirSync(plain);
+  return { root, plain, cipher, pass };
+}
+
+interface Spec {
+  files: Record<string, { size: number; mode: number }>;
+  links: Record<string, string>;
+  dirs: Record<string, number>;
+}
+
+const TREE: Spec = {
+  files: {
+    empty: { size: 0, mode: 0o600 },
+    one: { size: 1, mode: 0o644 },
+    'a/exact': { size: 65536, mode: 0o600 },
+    'a/b/plus-one': { size: 65537, mode: 0o755 },
+    'a/b/c/big': { size: 3 * 1024 * 1024 + 4321, mode: 0o640 },
+    'space name.txt': { size: 100, mode: 0o600 },
+  },
+  links: { 'link-to-plus': 'a/b/plus-one', 'a/dangling': '../nowhere/at/all' },
+  dirs: { a: 0o755, 'a/b': 0o750, 'a/b/c': 0o700, 'empty-dir': 0o755 },
+};
+
+function makeTree(root: string, spec: Spec): void {
+  for (const d of Object.keys(spec.dirs)) fs.mkdirSync(path.join(root, d), { recursive: true });
+  let seed = 1;
+  for (const [rel, f] of Object.entries(spec.files)) {
+    const p = path.join(root, rel);
+    fs.writeFileSync(p, testBytes(f.size, seed++));
+    fs.chmodSync(p, f.mode);
+    fs.utimesSync(p, OLDER, OLD);
+  }
+  for (const [rel, target] of Object.entries(spec.links)) {
+    fs.symlinkSync(target, path.join(root, rel));
+    fs.lutimesSync(path.join(root, rel), OLDER, OLD);
+  }
+  // Deepest first: setting a child's times does not touch its parent's.
+  for (const [rel, mode] of Object.entries(spec.dirs).sort((x, y) => y[0].length - x[0].length)) {
+    fs.chmodSync(path.join(root, rel), mode);
+    fs.utimesSync(path.join(root, rel), OLDER, OLD);
+  }
+}
+
+interface Node {
+  kind: 'file' | 'dir' | 'symlink';
+  mode: number;
+  mtimeS: number;
+  /** SHA-256 of the content (tree comparisons stay cheap for big files). */
+  sha?: string;
+  target?: string;
+}
+
+/** Everything below `root` (not the root itself), skipping `.darefs` at the root. */
+function snapshot(root: string): Map<string, Node> {
+  const out = new Map<string, Node>();
+  const walk = (rel: string): void => {
+    for (const name of fs.readdirSync(path.join(root, rel)).sort()) {
+      if (rel === '' && name === '.darefs') continue;
+      const r = rel === '' ? name : `${rel}/${name}`;
+      const p = path.join(root, r);
+      const st = fs.lstatSync(p);
+      const mtimeS = Math.floor(st.mtimeMs / 1000);
+      if (st.isSymbolicLink()) out.set(r, { kind: 'symlink', mode: 0, mtimeS, target: fs.readlinkSync(p) });
+      else if (st.isDirectory()) {
+        out.set(r, { kind: 'dir', mode: st.mode & 0o7777, mtimeS });
+        walk(r);
+      } else out.set(r, { kind: 'file', mode: st.mode & 0o7777, mtimeS, sha: createHash('sha256').update(fs.readFileSync(p)).digest('hex') });
+    }
+  };
+  walk('');
+  return out;
+}
+
+function tempFilesUnder(root: string): string[] {
+  const found: string[] = [];
+  const walk = (dir: string): void => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      if (e.name.startsWith(TEMP_PREFIX)) found.push(path.join(dir, e.name));
+      if (e.isDirectory()) walk(path.join(dir, e.name));
+    }
+  };
+  walk(root);
+  return found;
+}
+
+function summaryCounts(stderr: string): { copied: number; skipped: number; failed: number } {
+  const m = /(\d+) files? copied, (\d+) skipped \(already complete\), (\d+) failed/.exec(stderr);
+  if (!m) throw new Error(`no summary in: ${stderr}`);
+  return { copied: Number(m[1]), skipped: Number(m[2]), failed: Number(m[3]) };
+}
+
+test('import a tree into a fresh volume, every file decrypts; export gives the identical tree back', async (t) => {
+  t.timeout(60_000);
+  const v = await freshVolume(t);
+  makeTree(v.plain, TREE);
+  const imp = await runCli(['import', '--passfile', v.pass, v.plain, v.cipher]);
+  t.is(imp.code, 0, imp.stderr);
+  t.deepEqual(summaryCounts(imp.stderr), { copied: 6, skipped: 0, failed: 0 });
+  t.regex(imp.stderr, /2 symlinks, 4 directories/);
+  t.false(imp.stderr.includes('\r'), 'no progress line when stderr is not a terminal');
+
+  // The cipher tree: same names, sizes of DARE streams, the source's modes and times.
+  const src = snapshot(v.plain);
+  const enc = snapshot(v.cipher);
+  t.deepEqual([...enc.keys()], [...src.keys()]);
+  for (const [rel, s] of src) {
+    const c = enc.get(rel)!;
+    t.is(c.kind, s.kind, rel);
+    t.is(c.mtimeS, s.mtimeS, `mtime of ${rel}`);
+    if (s.kind === 'symlink') t.is(c.target, s.target, rel);
+    else t.is(c.mode, s.mode, `mode of ${rel}`);
+    if (s.kind === 'file') {
+      const plainBytes = fs.readFileSync(path.join(v.plain, rel));
+      const cipherBytes = fs.readFileSync(path.join(v.cipher, rel));
+      t.is(cipherBytes.length, cipherSize(plainBytes.length), `cipher size of ${rel}`);
+      if (plainBytes.length > 0) t.is(cipherBytes[32], 0x10, `${rel} is a DARE 1.0 stream (the volume default)`);
+      if (plainBytes.length >= 64) t.false(cipherBytes.includes(plainBytes.subarray(0, 64)), `${rel} is not stored in clear`);
+    }
+  }
+  t.true(fs.existsSync(path.join(v.cipher, '.darefs', 'config.json')));
+  t.deepEqual(tempFilesUnder(v.cipher), []);
+
+  // Every cipher file decrypts with the volume key, as `darefs decrypt --volume` sees it.
+  const decrypted = path.join(v.root, 'decrypted');
+  fs.mkdirSync(decrypted);
+  await Promise.all(
+    Object.keys(TREE.files).map(async (rel, i) => {
+      const out = path.join(decrypted, String(i));
+      const d = await runCli(['decrypt', '--volume', v.cipher, '--passfile', v.pass, path.join(v.cipher, rel), out]);
+      t.is(d.code, 0, `${rel}: ${d.stderr}`);
+      t.true(fs.readFileSync(out).equals(fs.readFileSync(path.join(v.plain, rel))), `${rel} decrypts to its source`);
+    }),
+  );
+
+  // Export back into a directory that does not exist yet.
+  const back = path.join(v.root, 'back');
+  const exp = await runCli(['export', '--passfile', v.pass, v.cipher, back]);
+  t.is(exp.code, 0, exp.stderr);
+  t.deepEqual(summaryCounts(exp.stderr), { copied: 6, skipped: 0, failed: 0 });
+  t.deepEqual(snapshot(back), src, 'contents, modes, mtimes (to the second) and symlinks');
+  t.false(fs.existsSync(path.join(back, '.darefs')), '.darefs is never exported');
+  t.deepEqual(tempFilesUnder(back), []);
+
+  // Reruns skip what is complete and verified; a changed source file is copied again.
+  const again = await runCli(['import', '--passfile', v.pass, v.plain, v.cipher]);
+  t.is(again.code, 0, again.stderr);
+  t.deepEqual(summaryCounts(again.stderr), { copied: 0, skipped: 6, failed: 0 });
+  fs.writeFileSync(path.join(v.plain, 'one'), 'X');
+  const changed = await runCli(['import', '--passfile', v.pass, '--quick', v.plain, v.cipher]);
+  t.is(changed.code, 0, changed.stderr);
+  t.deepEqual(summaryCounts(changed.stderr), { copied: 1, skipped: 5, failed: 0 });
+  const reexp = await runCli(['export', '--passfile', v.pass, v.cipher, back]);
+  t.is(reexp.code, 0, reexp.stderr);
+  t.deepEqual(summaryCounts(reexp.stderr), { copied: 1, skipped: 5, failed: 0 });
+  t.is(fs.readFileSync(path.join(back, 'one'), 'utf8'), 'X');
+});
+
+test('an import killed with SIGKILL part-way resumes: finished files skipped, temp files removed', async (t) => {
+  t.timeout(60_000);
+  const v = await freshVolume(t);
+  const small = Array.from({ length: 8 }, (_, i) => `f${i}`);
+  for (const [i, name] of small.entries()) fs.writeFileSync(path.join(v.plain, name), testBytes(70_000 + i, i + 1));
+  fs.mkdirSync(path.join(v.plain, 'sub'));
+  fs.writeFileSync(path.join(v.plain, 'sub', 'tail'), 'after the big one');
+  // Sorted last among the root's files, and big enough to be caught half-written.
+  const big = path.join(v.plain, 'zz-big');
+  const chunk = testBytes(1024 * 1024, 99);
+  const fd = fs.openSync(big, 'w');
+  for (let i = 0; i < 96; i++) fs.writeSync(fd, chunk);
+  fs.closeSync(fd);
+
+  const child = spawn(process.execPath, [MAIN, 'import', '--passfile', v.pass, '-j', '1', v.plain, v.cipher], {
+    env: childEnv(),
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // Kill once the big file is being written under its temporary name.
+  const deadline = Date.now() + 30_000;
+  let killedMidway = false;
+  while (Date.now() < deadline) {
+    const temps = fs.readdirSync(v.cipher).filter((n) => n.startsWith(TEMP_PREFIX));
+    const partial = temps.map((n) => fs.statSync(path.join(v.cipher, n), { throwIfNoEntry: false })?.size ?? 0);
+    if (partial.some((size) => size > 1024 * 1024)) {
+      child.kill('SIGKILL');
+      killedMidway = true;
+      break;
+    }
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await exited;
+  t.true(killedMidway, `import finished before it could be killed: ${stderr}`);
+
+  // Half a set: the small files are there, the big one only as a temp file, never under its name.
+  t.false(fs.existsSync(path.join(v.cipher, 'zz-big')), 'no half-written file under a real name');
+  t.true(tempFilesUnder(v.cipher).length >= 1, 'the killed run left its temp file');
+  const done = small.filter((n) => fs.existsSync(path.join(v.cipher, n)));
+  t.is(done.length, small.length);
+  // And an older leftover in a subdirectory.
+  fs.mkdirSync(path.join(v.cipher, 'sub'), { recursive: true });
+  fs.writeFileSync(path.join(v.cipher, 'sub', `${TEMP_PREFIX}0123456789abcdef`), 'garbage');
+
+  const rerun = await runCli(['import', '--passfile', v.pass, v.plain, v.cipher]);
+  t.is(rerun.code, 0, rerun.stderr);
+  t.deepEqual(summaryCounts(rerun.stderr), { copied: 2, skipped: small.length, failed: 0 });
+  t.deepEqual(tempFilesUnder(v.cipher), []);
+
+  const back = path.join(v.root, 'back');
+  const exp = await runCli(['export', '--passfile', v.pass, '-j', '2', v.cipher, back]);
+  t.is(exp.code, 0, exp.stderr);
+  t.deepEqual(snapshot(back), snapshot(v.plain));
+});
+
+test('export: a modified package fails that file (path and package named), the others are exported', async (t) => {
+  const v = await freshVolume(t);
+  fs.writeFileSync(path.join(v.plain, 'bad'), testBytes(200_000, 5));
+  fs.mkdirSync(path.join(v.plain, 'd'));
+  fs.writeFileSync(path.join(v.plain, 'd', 'good'), testBytes(100_000, 6));
+  t.is((await runCli(['import', '--passfile', v.pass, v.plain, v.cipher])).code, 0);
+  // Flip one ciphertext byte in package 1.
+  const bad = path.join(v.cipher, 'bad');
+  const fd = fs.openSync(bad, 'r+');
+  const at = 32 + 65568 + 100;
+  const b = Buffer.alloc(1);
+  fs.readSync(fd, b, 0, 1, at);
+  b[0] ^= 0x01;
+  fs.writeSync(fd, b, 0, 1, at);
+  fs.closeSync(fd);
+
+  const out = path.join(v.root, 'out');
+  const r = await runCli(['export', '--passfile', v.pass, v.cipher, out]);
+  t.is(r.code, 6, r.stderr);
+  t.regex(r.stderr, new RegExp(`authentication failed in package 1 of ${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+  t.deepEqual(summaryCounts(r.stderr), { copied: 1, skipped: 0, failed: 1 });
+  t.false(fs.existsSync(path.join(out, 'bad')), 'no partial output for the failed file');
+  t.deepEqual(tempFilesUnder(out), []);
+  t.true(fs.readFileSync(path.join(out, 'd', 'good')).equals(testBytes(100_000, 6)));
+});
+
+test('a wrong password exits 3 before anything is written', async (t) => {
+  const v = await freshVolume(t);
+  makeTree(v.plain, { files: { x: { size: 10, mode: 0o600 } }, links: {}, dirs: { sub: 0o755 } });
+  const wrong = path.join(v.root, 'wrong');
+  fs.writeFileSync(wrong, 'not the passphrase\n');
+  const r = await runCli(['import', '--passfile', wrong, v.plain, v.cipher]);
+  t.is(r.code, 3, r.stderr);
+  t.regex(r.stderr, /wrong/);
+  t.deepEqual(fs.readdirSync(v.cipher), ['.darefs']);
+
+  t.is((await runCli(['import', '--passfile', v.pass, v.plain, v.cipher])).code, 0);
+  const out = path.join(v.root, 'out');
+  const e = await runCli(['export', '--passfile', wrong, v.cipher, out]);
+  t.is(e.code, 3, e.stderr);
+  t.false(fs.existsSync(out), 'PLAINDIR not even created');
+});
+
+test('PLAINDIR inside CIPHERDIR, or CIPHERDIR inside PLAINDIR, is refused (exit 2)', async (t) => {
+  const v = await freshVolume(t);
+  fs.mkdirSync(path.join(v.cipher, 'inner'));
+  const inner = await runCli(['import', '--passfile', v.pass, path.join(v.cipher, 'inner'), v.cipher]);
+  t.is(inner.code, 2, inner.stderr);
+  t.regex(inner.stderr, /PLAINDIR \S+ is inside CIPHERDIR/);
+  const exp = await runCli(['export', '--passfile', v.pass, v.cipher, path.join(v.cipher, 'out', 'deeper')]);
+  t.is(exp.code, 2, exp.stderr);
+  t.false(fs.existsSync(path.join(v.cipher, 'out')));
+  const outer = await runCli(['export', '--passfile', v.pass, v.cipher, v.root]);
+  t.is(outer.code, 2, outer.stderr);
+  t.regex(outer.stderr, /CIPHERDIR \S+ is inside PLAINDIR/);
+  const same = await runCli(['import', '--passfile', v.pass, v.cipher, v.cipher]);
+  t.is(same.code, 2, same.stderr);
+});
+
+test('ncrypt mode: import into a plain directory, files decrypt with darefs decrypt --ncrypt, export back', async (t) => {
+  t.timeout(60_000);
+  const root = tempDir(t, 'darefs-ie-');
+  const pass = path.join(root, 'pass');
+  fs.writeFileSync(pass, 'ncrypt password\n');
+  const plain = path.join(root, 'plain');
+  const cipher = path.join(root, 'cipher');
+  fs.mkdirSync(cipher);
+  makeTree(plain, { files: { n1: { size: 70_000, mode: 0o600 }, 'd/n2': { size: 5, mode: 0o644 } }, links: {}, dirs: { d: 0o755 } });
+  const noMode = await runCli(['import', '--passfile', pass, plain, cipher]);
+  t.is(noMode.code, 7, 'without --ncrypt a directory without a config is not a volume');
+  const imp = await runCli(['import', '--ncrypt', '--passfile', pass, plain, cipher]);
+  t.is(imp.code, 0, imp.stderr);
+  const out = path.join(root, 'n1');
+  const d = await runCli(['decrypt', '--ncrypt', '--passfile', pass, path.join(cipher, 'n1'), out]);
+  t.is(d.code, 0, d.stderr);
+  t.true(fs.readFileSync(out).equals(fs.readFileSync(path.join(plain, 'n1'))));
+  const back = path.join(root, 'back');
+  const exp = await runCli(['export', '--ncrypt', '--passfile', pass, cipher, back]);
+  t.is(exp.code, 0, exp.stderr);
+  t.deepEqual(snapshot(back), snapshot(plain));
+});
