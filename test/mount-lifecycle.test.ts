@@ -165,3 +165,50 @@ test.serial('ls -l of a directory of many ncrypt files derives no key', async (t
     },
   );
 });
+
+test.serial('darefs status reports the mount, its counters, and serves them on an owner-only socket', async (t) => {
+  t.timeout(60_000);
+  await withMount(
+    t,
+    darefsMount(['--ncrypt']),
+    async (m) => {
+      t.is(await fsp.readFile(path.join(m.mountpoint, 'a.txt'), 'utf8'), 'status me\n');
+      const res = await darefs(['status', '--json', m.mountpoint]);
+      t.is(res.code, 0, res.stderr);
+      const [s] = JSON.parse(res.stdout) as Array<Record<string, unknown>>;
+      t.is(s.mountpoint, m.mountpoint);
+      t.is(s.cipherDir, m.cipherDir);
+      t.is(s.mode, 'ncrypt');
+      t.is(s.pid, m.daemon.pid);
+      t.true((s.packagesDecrypted as number) >= 1);
+      t.is(s.authFailures, 0);
+      const { statusSocketPath } = await import('../src/fuse/status');
+      t.is((await fsp.stat(statusSocketPath(m.mountpoint))).mode & 0o777, 0o600);
+      const text = await darefs(['status']);
+      t.is(text.code, 0, text.stderr);
+      t.regex(text.stdout, /package cache .* hit rate/);
+    },
+    {
+      setup: async (dirs) => {
+        await writePassfile(dirs);
+        await writeNcryptFile(path.join(dirs.cipherDir, 'a.txt'), Buffer.from('status me\n'));
+      },
+    },
+  );
+});
+
+test.serial('--idle-unmount unmounts an unused volume and the daemon exits', async (t) => {
+  t.timeout(60_000);
+  await withMount(
+    t,
+    darefsMount(['--ncrypt', '--idle-unmount', '2s']),
+    async (m) => {
+      const exit = await Promise.race([m.daemon.exited, sleep(20_000).then(() => undefined)]);
+      t.truthy(exit, 'the daemon exited by itself');
+      t.is(exit?.code, 0);
+      t.falsy(await findMount(m.mountpoint));
+      t.regex(m.output(), /idle for 2 s: unmounting/);
+    },
+    { setup: writePassfile },
+  );
+});
