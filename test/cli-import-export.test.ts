@@ -128,6 +128,8 @@ test('import a tree into a fresh volume, every file decrypts; export gives the i
   t.timeout(60_000);
   const v = await freshVolume(t);
   makeTree(v.plain, TREE);
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) fs.lchownSync(path.join(v.plain, 'one'), 4242, 4243);
   const imp = await runCli(['import', '--passfile', v.pass, v.plain, v.cipher]);
   t.is(imp.code, 0, imp.stderr);
   t.deepEqual(summaryCounts(imp.stderr), { copied: 6, skipped: 0, failed: 0 });
@@ -174,6 +176,12 @@ test('import a tree into a fresh volume, every file decrypts; export gives the i
   t.deepEqual(summaryCounts(exp.stderr), { copied: 6, skipped: 0, failed: 0 });
   t.deepEqual(snapshot(back), src, 'contents, modes, mtimes (to the second) and symlinks');
   t.false(fs.existsSync(path.join(back, '.darefs')), '.darefs is never exported');
+  if (asRoot) {
+    for (const p of [path.join(v.cipher, 'one'), path.join(back, 'one')]) {
+      const st = fs.lstatSync(p);
+      t.deepEqual([st.uid, st.gid], [4242, 4243], `owner of ${p} kept (running as root)`);
+    }
+  }
   t.deepEqual(tempFilesUnder(back), []);
 
   // Reruns skip what is complete and verified; a changed source file is copied again.
@@ -253,7 +261,8 @@ test('export: a modified package fails that file (path and package named), the o
   fs.writeFileSync(path.join(v.plain, 'bad'), testBytes(200_000, 5));
   fs.mkdirSync(path.join(v.plain, 'd'));
   fs.writeFileSync(path.join(v.plain, 'd', 'good'), testBytes(100_000, 6));
-  t.is((await runCli(['import', '--passfile', v.pass, v.plain, v.cipher])).code, 0);
+  const imp = await runCli(['import', '--passfile', v.pass, v.plain, v.cipher]);
+  t.is(imp.code, 0, imp.stderr);
   // Flip one ciphertext byte in package 1.
   const bad = path.join(v.cipher, 'bad');
   const fd = fs.openSync(bad, 'r+');
@@ -284,7 +293,8 @@ test('a wrong password exits 3 before anything is written', async (t) => {
   t.regex(r.stderr, /wrong/);
   t.deepEqual(fs.readdirSync(v.cipher), ['.darefs']);
 
-  t.is((await runCli(['import', '--passfile', v.pass, v.plain, v.cipher])).code, 0);
+  const imp = await runCli(['import', '--passfile', v.pass, v.plain, v.cipher]);
+  t.is(imp.code, 0, imp.stderr);
   const out = path.join(v.root, 'out');
   const e = await runCli(['export', '--passfile', wrong, v.cipher, out]);
   t.is(e.code, 3, e.stderr);

@@ -8,11 +8,15 @@ import * as path from 'node:path';
 import { wantsHelp, type Command } from './args';
 import { decryptCommand } from './commands/decrypt';
 import { encryptCommand } from './commands/encrypt';
+import { exportCommand } from './commands/export';
 import { findCommand, formatCommandHelp, formatGlobalHelp, makeHelpCommand } from './commands/help';
+import { importCommand } from './commands/import';
 import { initCommand } from './commands/init';
 import { mountCommand } from './commands/mount';
+import { passwdCommand } from './commands/passwd';
+import { statusCommand } from './commands/status';
 import { umountCommand } from './commands/umount';
-import { exitCodeFor, isExpected, messageFor, UsageError } from './errors';
+import { exitCodeFor, messageFor, UsageError } from './errors';
 import { ExitCode } from './exit-codes';
 
 /**
@@ -24,8 +28,12 @@ export const COMMANDS: readonly Command[] = [
   initCommand,
   mountCommand,
   umountCommand,
+  statusCommand,
+  passwdCommand,
   encryptCommand,
   decryptCommand,
+  importCommand,
+  exportCommand,
   makeHelpCommand(() => COMMANDS),
 ];
 
@@ -47,9 +55,9 @@ export function report(err: unknown, command: string | undefined): number {
   const debug = process.env.DAREFS_DEBUG === '1';
   const prefix = command === undefined ? 'darefs: ' : `darefs: ${command}: `;
   process.stderr.write(`${prefix}${messageFor(err)}\n`);
-  if ((debug || !isExpected(err)) && err instanceof Error && err.stack !== undefined) {
-    if (debug) process.stderr.write(`${err.stack}\n`);
-    if (debug && err.cause instanceof Error && err.cause.stack !== undefined) process.stderr.write(`caused by: ${err.cause.stack}\n`);
+  if (debug && err instanceof Error && err.stack !== undefined) {
+    process.stderr.write(`${err.stack}\n`);
+    if (err.cause instanceof Error && err.cause.stack !== undefined) process.stderr.write(`caused by: ${err.cause.stack}\n`);
   }
   return exitCodeFor(err);
 }

@@ -2,15 +2,15 @@
 // the launcher asks for the secret, starts the daemon detached, hands it the secret on a pipe
 // and returns once the mount answers (exit 0) or with the daemon's reason for failing.
 
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ConfigError, MasterKdf, readConfig, readKeyFile, configPath } from '../../keys';
+import { MasterKdf } from '../../keys';
 import { VolumeSecrets } from '../../store';
 import { defineOptions, expectPositionals, parseArgs, type Command } from '../args';
 import { CliError, UsageError } from '../errors';
 import { ExitCode } from '../exit-codes';
 import { defaultLogFile, MountSettings, serveMount, serveMountInBackground, spawnBackgroundMount } from '../mount-runner';
-import { getPassword, getVolumeSecret, KEYFILE_OPTION, PASSWORD_OPTIONS } from '../secrets';
+import { KEYFILE_OPTION, PASSWORD_OPTIONS } from '../secrets';
+import { checkVolumeSecretOptions, collectVolumeSecrets } from '../volume-secrets';
 
 const OPTIONS = defineOptions([
   { name: 'foreground', short: 'f', help: 'stay in the foreground, log to stderr; Ctrl-C or SIGTERM unmounts' },
@@ -24,6 +24,7 @@ const OPTIONS = defineOptions([
   { name: 'log', value: 'FILE', help: 'daemon log file (background default: ~/.local/state/darefs/MOUNTPOINT.log)' },
   { name: 'package-cache', value: 'MIB', help: 'cache of decrypted packages in MiB (default 32)' },
   { name: 'key-cache', value: 'N', help: 'number of per-file keys kept (default 4096)' },
+  { name: 'idle-unmount', value: 'DURATION', help: 'unmount after DURATION (e.g. 90s, 10m, 2h) with no file operation and no open file' },
   { name: 'daemon-child', help: 'internal: the background daemon reads its secret from stdin' },
 ] as const);
 
@@ -62,10 +63,7 @@ export const mountCommand: Command = {
 };
 
 function toSettings(o: Options, cipherDir: string, mountpoint: string): MountSettings {
-  if (o.ncrypt && o.keyfile !== undefined) throw new UsageError('--ncrypt uses a password only: drop --keyfile', 'mount');
-  if (o.keyfile !== undefined && (o.passfile !== undefined || o.extpass !== undefined)) {
-    throw new UsageError('--keyfile needs no password: drop --passfile/--extpass', 'mount');
-  }
+  checkVolumeSecretOptions({ ncrypt: o.ncrypt, keyfile: o.keyfile, passfile: o.passfile, extpass: o.extpass, command: 'mount' });
   return {
     cipherDir: path.resolve(cipherDir),
     mountpoint: path.resolve(mountpoint),
@@ -79,6 +77,7 @@ function toSettings(o: Options, cipherDir: string, mountpoint: string): MountSet
     kdf: o.kdf as MasterKdf | undefined,
     packageCacheMiB: positiveNumber(o['package-cache'], '--package-cache'),
     keyCacheEntries: positiveNumber(o['key-cache'], '--key-cache'),
+    idleUnmountMs: duration(o['idle-unmount']),
   };
 }
 
@@ -89,22 +88,18 @@ function positiveNumber(value: string | undefined, name: string): number | undef
   return n;
 }
 
+/** `90`, `90s`, `10m`, `2h` → milliseconds. */
+export function duration(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
+  if (!m || Number(m[1]) <= 0) throw new UsageError(`--idle-unmount takes a duration such as 90s, 10m or 2h, not ${JSON.stringify(value)}`, 'mount');
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return Number(m[1]) * unit;
+}
+
 /** Asks for what unlocks CIPHERDIR, before anything starts: the launcher owns the terminal. */
-async function collectSecrets(s: MountSettings, o: Options): Promise<VolumeSecrets> {
-  const st = await fs.promises.stat(s.cipherDir).catch(() => undefined);
-  if (!st?.isDirectory()) {
-    throw new ConfigError(configPath(s.cipherDir), `cipher directory ${s.cipherDir} does not exist or is not a directory`);
-  }
-  const config = s.ncrypt ? null : await readConfig(s.cipherDir);
-  if (config) return getVolumeSecret(config, s.cipherDir, { keyfile: o.keyfile, passfile: o.passfile, extpass: o.extpass, command: 'mount' });
-  if (s.keyFile !== undefined) return { keyFile: await readKeyFile(s.keyFile) };
-  if (!s.ncrypt) {
-    throw new ConfigError(
-      configPath(s.cipherDir),
-      `${s.cipherDir} is not a darefs volume (no ${configPath(s.cipherDir)}): run 'darefs init ${s.cipherDir}' first, or pass --ncrypt for a directory of sio ncrypt files`,
-    );
-  }
-  return { passphrase: await getPassword({ passfile: o.passfile, extpass: o.extpass, command: 'mount' }) };
+function collectSecrets(s: MountSettings, o: Options): Promise<VolumeSecrets> {
+  return collectVolumeSecrets({ cipherDir: s.cipherDir, ncrypt: s.ncrypt, keyfile: o.keyfile, passfile: o.passfile, extpass: o.extpass, command: 'mount' });
 }
 
 // The secret travels to the daemon on its stdin: one tag byte, then the secret.
