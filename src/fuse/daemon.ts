@@ -64,6 +64,8 @@ export class Daemon {
       defaultPermissions: opts.allowOther,
       debug: opts.debug,
       readOnly: opts.readOnly,
+      // st_ino from the cipher inode: hard links show one inode number (tar, find -samefile).
+      useIno: true,
       onOpError: (op, err) => opts.log.problem(`FUSE ${op}: ${err instanceof Error ? err.message : String(err)}`),
     });
     const daemon = new Daemon(mount, { ...opts, cipherDir, mountpoint: mount.mountpoint }, activity);

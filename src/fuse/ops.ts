@@ -86,7 +86,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
   function statOf(path: string) {
     const cipherPath = visible(path);
     const st = fs.lstatSync(cipherPath);
-    const open = st.isFile() ? volume.find(cipherPath) : undefined;
+    const open = st.isFile() ? volume.find(cipherPath, st) : undefined;
     return toFuseStat(st, open?.size, () => log.problem(`${path}: cipher file size ${st.size} is not a valid DARE stream length`, `size:${cipherPath}`));
   }
 
@@ -147,7 +147,13 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     open(path, flags, cb) {
       run('open', path, cb, async () => {
         const cipherPath = visible(path);
-        if (volume.readOnly && (flags & O_ACCMODE) !== fs.constants.O_RDONLY) throw new ReadOnlyError(path);
+        if ((flags & O_ACCMODE) !== fs.constants.O_RDONLY) {
+          if (volume.readOnly) throw new ReadOnlyError(path);
+          // As ext4 does: an open for writing that the cipher file refuses (mode without
+          // CAP_DAC_OVERRIDE, immutable, read-only mount below) fails here with that errno,
+          // not later at the first write. The shared CipherFile may hold a writable fd already.
+          fs.accessSync(cipherPath, fs.constants.W_OK);
+        }
         const file = await volume.open(cipherPath, path);
         return addHandle(file, path);
       });
@@ -274,8 +280,38 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('chown', path, cb, () => fs.lchownSync(guardChange(path, path), uid, gid));
     },
 
+    /**
+     * Times arrive exact (FuseTimespec), but Node has no nanosecond utimensat: lutimes takes float
+     * seconds and libuv truncates them to MICROSECONDS. So the cipher file gets each time to the
+     * microsecond (exact for |t| < 2^33 s, i.e. until year 2242; nanoseconds are dropped). 'omit'
+     * rewrites the current time (lstat, so also to the microsecond); 'now' is this process's clock
+     * (ms). Times go as numeric strings: lutimes turns a negative NUMBER into "now". lutimes never
+     * follows a symlink.
+     */
     utimens(path, atime, mtime, cb) {
-      run('utimens', path, cb, () => fs.lutimesSync(guardChange(path, path), atime / 1000, mtime / 1000));
+      run('utimens', path, cb, async () => {
+        const cipherPath = guardChange(path, path);
+        if (atime === 'omit' && mtime === 'omit') return;
+        // Seal unflushed writes of an open file first: sealing them later (at close) would write
+        // the cipher file after its times were set, replacing the mtime a program (tar x, cp -p,
+        // rsync) just set, and changing the ctime behind the kernel's cached attributes.
+        await (volume.find(cipherPath) ?? volume.find(cipherPath, fs.lstatSync(cipherPath)))?.flush();
+        let current: fs.BigIntStats | undefined;
+        const nowNs = BigInt(Date.now()) * 1_000_000n;
+        const seconds = (t: typeof atime, which: 'atimeNs' | 'mtimeNs'): string => {
+          let ns: bigint;
+          if (t === 'now') ns = nowNs;
+          else if (t === 'omit') ns = (current ??= fs.lstatSync(cipherPath, { bigint: true }))[which];
+          else ns = t.sec * 1_000_000_000n + BigInt(t.nsec);
+          // libuv computes tv_nsec from the double and truncates toward zero to whole µs: aim half
+          // a µs past the wanted µs (away from zero) so the double's rounding cannot drop one.
+          const us = ns >= 0n ? ns / 1000n : -((-ns + 999n) / 1000n);
+          const target = us * 1000n + (us >= 0n ? 500n : -500n);
+          const abs = target < 0n ? -target : target;
+          return `${target < 0n ? '-' : ''}${abs / 1_000_000_000n}.${String(abs % 1_000_000_000n).padStart(9, '0')}`;
+        };
+        fs.lutimesSync(cipherPath, seconds(atime, 'atimeNs'), seconds(mtime, 'mtimeNs'));
+      });
     },
   };
 }

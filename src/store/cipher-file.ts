@@ -101,7 +101,8 @@ export class CipherFile {
     /** Name for messages (plaintext-relative path). */
     public name: string,
     private fd: number,
-    private readonly fdWritable: boolean,
+    /** Why `fd` is read-only (the errno code of the refused read-write open); undefined: writable. */
+    private readonly writeRefusal: string | undefined,
     private key: Buffer,
     private version: Version,
     private cipher: Cipher,
@@ -117,12 +118,12 @@ export class CipherFile {
   /** Opens an existing cipher file, checking package 0's and the last package's headers. */
   static async open(cipherPath: string, name: string, ctx: FileContext): Promise<CipherFile> {
     let fd: number;
-    let writable = !ctx.readOnly;
+    let writeRefusal: string | undefined = ctx.readOnly ? 'EROFS' : undefined;
     try {
-      fd = fs.openSync(cipherPath, writable ? 'r+' : 'r');
+      fd = fs.openSync(cipherPath, writeRefusal === undefined ? 'r+' : 'r');
     } catch (err) {
-      if (!writable || !isErrno(err, 'EACCES', 'EPERM', 'EROFS')) throw err;
-      writable = false;
+      if (writeRefusal !== undefined || !isErrno(err, 'EACCES', 'EPERM', 'EROFS')) throw err;
+      writeRefusal = (err as NodeJS.ErrnoException).code;
       fd = fs.openSync(cipherPath, 'r');
     }
     try {
@@ -147,7 +148,7 @@ export class CipherFile {
         cipher = reference[1] as Cipher;
       }
       const key = await ctx.keys.key(Buffer.from(prefix));
-      return new CipherFile(cipherPath, name, fd, writable, key, version, cipher, reference, size, ctx);
+      return new CipherFile(cipherPath, name, fd, writeRefusal, key, version, cipher, reference, size, ctx);
     } catch (err) {
       fs.closeSync(fd);
       if (err instanceof DareError) err.inFile(name);
@@ -171,7 +172,7 @@ export class CipherFile {
       throw err;
     }
     const { newFileVersion, newFileCipher } = ctx.settings;
-    const file = new CipherFile(cipherPath, name, fd, true, key, newFileVersion, newFileCipher, undefined, 0, ctx);
+    const file = new CipherFile(cipherPath, name, fd, undefined, key, newFileVersion, newFileCipher, undefined, 0, ctx);
     file.dirNeedsSync = true;
     return file;
   }
@@ -291,7 +292,9 @@ export class CipherFile {
   private async prepareChange(): Promise<void> {
     this.assertOpen();
     if (this.ctx.readOnly) throw new ReadOnlyError(this.name);
-    if (!this.fdWritable) throw errnoError('EACCES', `${this.name}: cipher file is not writable`);
+    // The errno of the refused read-write open (EACCES, EPERM for an immutable file, EROFS), as
+    // ext4 would give it.
+    if (this.writeRefusal !== undefined) throw errnoError(this.writeRefusal, `${this.name}: cipher file is not writable`);
     if (this.version === Version.V20 && !this.keepsVersion20) {
       if (this.reference === undefined) this.version = Version.V10;
       else await this.rewriteStream(Version.V10);
@@ -426,7 +429,12 @@ export class CipherFile {
       fs.readSync(this.fd, bytes, 0, bytes.length, offset);
       restore = { offset, bytes };
     }
-    const indexes = [...this.dirty.keys()].sort((a, b) => a - b);
+    // Packages from the old last one on first: when the disk is full, the write that grows the
+    // file fails before any package inside the old end of file was overwritten, so the restore
+    // below really puts the file back as it was.
+    const sorted = [...this.dirty.keys()].sort((a, b) => a - b);
+    const grows = Math.max(0, oldCount - 1);
+    const indexes = [...sorted.filter((i) => i >= grows), ...sorted.filter((i) => i < grows)];
     const count = packageCount(this.size);
     try {
       let fileEnd = oldCipherSize;

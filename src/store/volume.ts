@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import { CipherFile, DirtyBudget, FileContext, KeySource, StoreCounters, StoreSettings } from './cipher-file';
 import { PackageCache } from './package-cache';
 
@@ -13,7 +14,10 @@ export interface VolumeOptions {
 
 /**
  * The open-file table of a cipher directory: one CipherFile per cipher path, shared by every
- * handle on it, so two handles (or two processes) always see one consistent file.
+ * handle on it, so two handles (or two processes) always see one consistent file. Hard links are
+ * one file with several paths: an object is also found by its inode, so every name of a file
+ * shares one object (two objects would each seal from their own size and packages, and the
+ * later flush would cut or overwrite what the other wrote).
  */
 export class Volume {
   readonly cache: PackageCache;
@@ -22,6 +26,10 @@ export class Volume {
   private readonly files = new Map<string, CipherFile>();
   private readonly opening = new Map<string, Promise<CipherFile>>();
   private readonly closing = new Map<string, Promise<void>>();
+  /** Open objects by inode ("dev:ino"), and closes in progress by inode. */
+  private readonly byInode = new Map<string, CipherFile>();
+  private readonly inodeOf = new Map<CipherFile, string>();
+  private readonly closingInodes = new Map<string, Promise<void>>();
 
   constructor(opts: VolumeOptions) {
     this.cache = new PackageCache(opts.packageCacheBytes);
@@ -46,26 +54,43 @@ export class Volume {
   /** Opens (or shares) the file at `cipherPath`; `name` is used in messages. */
   async open(cipherPath: string, name: string): Promise<CipherFile> {
     await this.closing.get(cipherPath);
-    const existing = this.files.get(cipherPath);
-    if (existing) {
-      existing.refs++;
-      return existing;
+    for (;;) {
+      const existing = this.files.get(cipherPath);
+      if (existing) {
+        existing.refs++;
+        return existing;
+      }
+      // Another name of an open file (a hard link): share its object. The stat and the open in
+      // CipherFile.open run in one tick, so no operation of ours can change the path between.
+      const inode = inodeKey(cipherPath);
+      const closingInode = inode === undefined ? undefined : this.closingInodes.get(inode);
+      if (closingInode) {
+        await closingInode;
+        continue;
+      }
+      const other = inode === undefined ? undefined : this.byInode.get(inode);
+      if (other) {
+        other.refs++;
+        return other;
+      }
+      const key = inode ?? cipherPath;
+      let pending = this.opening.get(key);
+      if (!pending) {
+        pending = CipherFile.open(cipherPath, name, this.ctx);
+        this.opening.set(key, pending);
+        pending.then(
+          (file) => {
+            this.opening.delete(key);
+            this.files.set(cipherPath, file);
+            if (inode !== undefined) this.index(file, inode);
+          },
+          () => this.opening.delete(key),
+        );
+      }
+      const file = await pending;
+      file.refs++;
+      return file;
     }
-    let pending = this.opening.get(cipherPath);
-    if (!pending) {
-      pending = CipherFile.open(cipherPath, name, this.ctx);
-      this.opening.set(cipherPath, pending);
-      pending.then(
-        (file) => {
-          this.opening.delete(cipherPath);
-          this.files.set(cipherPath, file);
-        },
-        () => this.opening.delete(cipherPath),
-      );
-    }
-    const file = await pending;
-    file.refs++;
-    return file;
   }
 
   /** Creates a new empty file (O_EXCL) and returns it open. */
@@ -73,13 +98,23 @@ export class Volume {
     await this.closing.get(cipherPath);
     const file = await CipherFile.create(cipherPath, name, mode, this.ctx);
     this.files.set(cipherPath, file);
+    const inode = inodeKey(cipherPath);
+    if (inode !== undefined) this.index(file, inode);
     file.refs++;
     return file;
   }
 
-  /** The open object for a path, if any: getattr takes the size from it. */
-  find(cipherPath: string): CipherFile | undefined {
-    return this.files.get(cipherPath);
+  /**
+   * The open object for a path, if any: getattr takes the size from it. With the path's stat,
+   * also the object open under another name of the same file (a hard link).
+   */
+  find(cipherPath: string, st?: fs.Stats): CipherFile | undefined {
+    return this.files.get(cipherPath) ?? (st ? this.byInode.get(`${st.dev}:${st.ino}`) : undefined);
+  }
+
+  private index(file: CipherFile, inode: string): void {
+    this.byInode.set(inode, file);
+    this.inodeOf.set(file, inode);
   }
 
   /** Drops one handle; the last one flushes and closes the file. */
@@ -88,12 +123,26 @@ export class Volume {
     if (file.refs > 0) return;
     const current = this.files.get(file.cipherPath) === file;
     if (current) this.files.delete(file.cipherPath);
+    const inode = this.inodeOf.get(file);
+    this.inodeOf.delete(file);
+    if (inode !== undefined && this.byInode.get(inode) === file) this.byInode.delete(inode);
     const done = file.close();
+    if (inode !== undefined) {
+      const closingInode: Promise<void> = done
+        .catch(() => undefined)
+        .finally(() => {
+          if (this.closingInodes.get(inode) === closingInode) this.closingInodes.delete(inode);
+        });
+      this.closingInodes.set(inode, closingInode);
+    }
     if (current) {
-      const closing = done.finally(() => {
-        if (this.closing.get(file.cipherPath) === closing) this.closing.delete(file.cipherPath);
-      });
-      this.closing.set(file.cipherPath, closing.catch(() => undefined));
+      // The map holds this very promise, so the entry can recognise and remove itself.
+      const closing: Promise<void> = done
+        .catch(() => undefined)
+        .finally(() => {
+          if (this.closing.get(file.cipherPath) === closing) this.closing.delete(file.cipherPath);
+        });
+      this.closing.set(file.cipherPath, closing);
     }
     await done;
   }
@@ -139,6 +188,17 @@ export class Volume {
 
   /** Flushes every open file (unmount, or a sync of the whole volume). */
   async flushAll(): Promise<void> {
-    await Promise.all([...this.files.values()].map((f) => f.flush('full')));
+    // Also objects whose first name is gone but another name (hard link) still reaches them.
+    await Promise.all([...new Set([...this.files.values(), ...this.byInode.values()])].map((f) => f.flush('full')));
+  }
+}
+
+/** "dev:ino" of the file at a path, or undefined when it cannot be stat'ed. */
+function inodeKey(path: string): string | undefined {
+  try {
+    const st = fs.statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
   }
 }
