@@ -187,7 +187,9 @@ export async function waitForMount(
     const entry = await findMount(mountpoint);
     if (entry && (opts.fsType ? entry.fsType === opts.fsType : entry.fsType.startsWith('fuse'))) {
       const probe = await probePath(mountpoint, Math.max(100, deadline - Date.now()));
-      if (probe.state === 'ok') return entry;
+      // The entry must still be the top mount after the probe: a stale mount being cleaned up
+      // meanwhile would leave the probe answering from the bare directory underneath.
+      if (probe.state === 'ok' && (await findMount(mountpoint))?.id === entry.id) return entry;
       last = `mounted (${entry.fsType}) but stat says ${probe.state}`;
     } else if (entry) {
       last = `mount type is ${entry.fsType}`;
