@@ -5,7 +5,7 @@ import { CipherFile, fsyncDirectory, ReadOnlyError, Volume } from '../store';
 import { toFuseStat, toFuseStatfs } from './attrs';
 import { isProblem, toErrno } from './errno';
 import { Logger } from './logger';
-import { FuseOperations } from './native-types';
+import { Errno, FuseOperations } from './native-types';
 import { PathMap } from './paths';
 
 export interface OperationsContext {
@@ -270,6 +270,22 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         if ((mode & S_IFMT) !== S_IFIFO) throw Object.assign(new Error('only FIFOs can be made'), { code: 'EPERM' });
         await mkfifo(cipherPath, mode & 0o7777);
       });
+    },
+
+    // Node has no xattr calls, so extended attributes are not supported. ENOSYS (not the EPERM
+    // fuse-native answers for a missing handler) makes the kernel stop asking: otherwise every
+    // write(2) costs an extra getxattr("security.capability") round trip, and ls -l one per file.
+    getxattr(_path, _name, _position, cb) {
+      cb(Errno.ENOSYS);
+    },
+    listxattr(_path, cb) {
+      cb(Errno.ENOSYS);
+    },
+    setxattr(_path, _name, _value, _position, _flags, cb) {
+      cb(Errno.ENOSYS);
+    },
+    removexattr(_path, _name, cb) {
+      cb(Errno.ENOSYS);
     },
 
     chmod(path, mode, cb) {
