@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { Cipher, Version, encryptStream } from '../../src/dare';
 import { DaemonSpec, MountDirs } from './mount';
 import { VECTOR_PASSWORD, ncryptKey } from './keys-for-tests';
+import { mulberry32 } from './vectors';
 
 /** The compiled CLI, as `npm ci` builds it. */
 export const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli', 'main.js');
@@ -37,14 +38,8 @@ export async function writeNcryptFile(file: string, plain: Buffer, version = Ver
   await fsp.writeFile(file, Buffer.concat(parts));
 }
 
-/** A seeded PRNG (mulberry32): tests print the seed so a failure can be replayed. */
+/** A seeded PRNG in [0, 1): tests print the seed so a failure can be replayed. */
 export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
+  return () => next() / 4294967296;
 }

@@ -49,7 +49,8 @@ export interface Random {
   pick<T>(items: readonly T[]): T;
 }
 
-function mulberry32(seed: number): () => number {
+/** mulberry32: 32-bit outputs from a seed; shared by every seeded test helper. */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
