@@ -6,6 +6,10 @@
 #   PEER: darefs | gocryptfs | nullfs | plain | any other name run-peers.sh knows
 # Env:  BENCH_ROOT (default /tmp/darefs-bench), SHARED_BENCH (default ../shared/bench beside the
 #       repo), and every FSBENCH_* setting of fsbench.sh (e.g. FSBENCH_SEQ_MB=256 for a quick run).
+#       DAREFS_MOUNT_OPTS: extra `darefs mount` options, e.g. --no-journal.
+# What the crash-safety journal costs (run both, compare the darefs rows):
+#   FSBENCH_TESTS="seq_write rand_write_4k" scripts/bench.sh darefs
+#   FSBENCH_TESTS="seq_write rand_write_4k" DAREFS_MOUNT_OPTS=--no-journal scripts/bench.sh darefs
 # Needs root (fsbench drops caches). Installs fio, jq and gocryptfs from Debian when missing.
 set -euo pipefail
 
@@ -38,8 +42,16 @@ mkdir -p "$BENCH_ROOT"
 # peers.sh runs "$DAREFS_DIR/node_modules/.bin/darefs": point it at this checkout's build.
 shim=$BENCH_ROOT/darefs-shim
 mkdir -p "$shim/node_modules/.bin"
-ln -sfn "$repo/dist/src/cli/main.js" "$shim/node_modules/.bin/darefs"
-chmod +x "$repo/dist/src/cli/main.js"
+# A wrapper, not a symlink, so that DAREFS_MOUNT_OPTS reach `mount`; exec keeps the PID the
+# harness records as the daemon's. (rm first: writing through an old symlink would hit main.js.)
+rm -f "$shim/node_modules/.bin/darefs"
+printf '%s\n' '#!/usr/bin/env bash' \
+  "node=$(command -v node) main=$repo/dist/src/cli/main.js" \
+  'if [[ ${1:-} == mount ]]; then shift; exec "$node" "$main" mount ${DAREFS_MOUNT_OPTS:-} "$@"; fi' \
+  'exec "$node" "$main" "$@"' > "$shim/node_modules/.bin/darefs"
+chmod +x "$shim/node_modules/.bin/darefs" "$repo/dist/src/cli/main.js"
+export DAREFS_MOUNT_OPTS=${DAREFS_MOUNT_OPTS:-}
+echo "bench: darefs mount options: ${DAREFS_MOUNT_OPTS:-none (journal on)}" >&2
 export DAREFS_DIR=$shim
 # nullfs (the fuse-native bound): the harness's nullfs.js with this checkout's fuse-native.
 export NULLFS_DIR=$BENCH_ROOT/nullfs-src

@@ -315,7 +315,9 @@ test.serial('.darefs is invisible at the root and cannot be created, opened or r
   await withMasterMount(t, async (m) => {
     const mnt = (n: string): string => path.join(m.mountpoint, n);
     const meta = path.join(m.cipherDir, '.darefs');
-    const before = snapshot(meta);
+    // The daemon's own redo journal lives there too and changes with every flush.
+    const metaSnapshot = (): string => snapshot(meta).split('\n').filter((l) => !l.startsWith('journal ')).join('\n');
+    const before = metaSnapshot();
     await fsp.writeFile(mnt('a.txt'), 'a');
     await fsp.mkdir(mnt('d'));
     t.deepEqual((await fsp.readdir(m.mountpoint)).sort(), ['a.txt', 'd'], 'root listing without .darefs');
@@ -341,7 +343,7 @@ test.serial('.darefs is invisible at the root and cannot be created, opened or r
     // Only the root's .darefs is reserved: a subdirectory may hold that name.
     await fsp.writeFile(mnt('d/.darefs'), 'an ordinary file');
     t.is(await fsp.readFile(mnt('d/.darefs'), 'utf8'), 'an ordinary file');
-    t.is(snapshot(meta), before, 'the metadata directory is unchanged');
+    t.is(metaSnapshot(), before, 'the metadata directory is unchanged');
     t.deepEqual(fs.readdirSync(m.cipherDir).sort(), ['.darefs', 'a.txt', 'd']);
   });
 });

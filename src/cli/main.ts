@@ -9,6 +9,7 @@ import { wantsHelp, type Command } from './args';
 import { decryptCommand } from './commands/decrypt';
 import { encryptCommand } from './commands/encrypt';
 import { exportCommand } from './commands/export';
+import { fsckCommand } from './commands/fsck';
 import { findCommand, formatCommandHelp, formatGlobalHelp, makeHelpCommand } from './commands/help';
 import { importCommand } from './commands/import';
 import { initCommand } from './commands/init';
@@ -34,6 +35,7 @@ export const COMMANDS: readonly Command[] = [
   decryptCommand,
   importCommand,
   exportCommand,
+  fsckCommand,
   makeHelpCommand(() => COMMANDS),
 ];
 

@@ -6,7 +6,7 @@ import { Daemon } from '../fuse/daemon';
 import { Logger } from '../fuse/logger';
 import { MountBusyError, MountpointError } from '../fuse/mountpoint';
 import { MasterKdf } from '../keys';
-import { openVolume, VolumeSecrets } from '../store';
+import { describeRecovery, openVolume, VolumeSecrets } from '../store';
 
 export interface MountSettings {
   cipherDir: string;
@@ -24,6 +24,8 @@ export interface MountSettings {
   keyCacheEntries?: number;
   /** Unmount after this long (ms) with no file operation and nothing open. */
   idleUnmountMs?: number;
+  /** false with --no-journal: in-place rewrites are not journaled (a crash can tear a package). */
+  journal?: boolean;
 }
 
 /** Where a background daemon logs by default: one file per mount point, owner-only. */
@@ -52,9 +54,16 @@ export async function serveMount(s: MountSettings, secrets: VolumeSecrets, notif
     kdf: s.kdf,
     packageCacheBytes: s.packageCacheMiB === undefined ? undefined : s.packageCacheMiB * 1024 * 1024,
     maxKeys: s.keyCacheEntries,
+    journal: s.journal,
   });
   secrets.passphrase?.fill(0);
   secrets.keyFile?.fill(0);
+  // The journal was replayed before anything is served; say so once.
+  const recovered = describeRecovery(opened.recovery);
+  if (recovered !== undefined) log.info(recovered);
+  if (opened.volume.journalProblem !== undefined) {
+    log.problem(`no journal (cannot write ${opened.volume.journalProblem}): a crash during a write can leave a package unreadable`);
+  }
   try {
     daemon = await Daemon.start({
       cipherDir: s.cipherDir,

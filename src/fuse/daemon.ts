@@ -97,7 +97,7 @@ export class Daemon {
       packagesSealed: c.packagesSealed,
       streamsRewritten: c.rewrites,
       authFailures: c.authFailures,
-      journal: 'none (packages are re-sealed in place)',
+      journal: volume.journaled ? 'redo journal in .darefs/journal (in-place rewrites are crash-safe)' : 'off (--no-journal or read-only: a crash during a write can tear a package)',
     };
   }
 

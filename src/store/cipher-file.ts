@@ -20,6 +20,8 @@ import {
   verifyHeader,
 } from '../dare';
 import { ClosedFileError, ReadOnlyError } from './errors';
+import * as io from './io';
+import type { Journal, JournalEntry } from './journal';
 import { Mutex } from './mutex';
 import { PackageCache } from './package-cache';
 
@@ -56,6 +58,8 @@ export interface FileContext {
   readOnly: boolean;
   /** Counters for status and benchmarks. */
   counters: StoreCounters;
+  /** Redo journal of in-place package rewrites; without it a crash can tear a package. */
+  journal?: Journal;
 }
 
 export interface StoreCounters {
@@ -94,6 +98,8 @@ export class CipherFile {
   private diskSize: number;
   private dirNeedsSync = false;
   private closed = false;
+  /** Cached by streamPrefix(); forgotten when a rewrite gives the stream a new prefix. */
+  private prefix: Buffer | undefined;
 
   private constructor(
     /** Cipher file path; the volume updates it on rename. */
@@ -156,18 +162,61 @@ export class CipherFile {
     }
   }
 
-  /** Creates a new empty stream (the prefix alone) at a path that must not exist. */
+  /**
+   * Creates a new empty stream (the prefix alone) at a path that must not exist. The prefix is
+   * written to a temporary name first and then linked to the real name (which fails with EEXIST
+   * as O_EXCL would), so a crash never leaves a name holding less than a prefix. The temporary
+   * name is removed; the descriptor stays on the same inode. Nothing is synced: the
+   * application's fsync syncs the file and, through dirNeedsSync, its directory.
+   */
   static async create(cipherPath: string, name: string, mode: number, ctx: FileContext): Promise<CipherFile> {
     if (ctx.readOnly) throw new ReadOnlyError(name);
     const prefix = crypto.randomBytes(PREFIX_SIZE);
     // Derive before creating, so a failure leaves no file behind.
     const key = await ctx.keys.key(prefix);
-    const fd = fs.openSync(cipherPath, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
+    const flags = fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL;
+    const tmp = path.join(path.dirname(cipherPath), `${TEMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`);
+    let fd: number;
+    let linked = false;
     try {
-      writeFully(fd, prefix, 0);
+      fd = io.createSync(tmp, flags, mode);
+      try {
+        writeFully(fd, prefix, 0, tmp);
+        try {
+          io.linkSync(tmp, cipherPath);
+          linked = true;
+        } catch (err) {
+          // No hard links here (some network and FUSE file systems): create in place, as before.
+          if (!isErrno(err, 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK')) throw err;
+        }
+      } catch (err) {
+        fs.closeSync(fd);
+        quietly(() => io.removeSync(tmp));
+        throw err;
+      }
+      if (linked) {
+        try {
+          io.unlinkSync(tmp);
+        } catch (err) {
+          // The file exists under its name; a leftover temporary name is harmless (fsck removes it).
+          if (err instanceof io.SimulatedCrash) {
+            fs.closeSync(fd);
+            throw err;
+          }
+        }
+      } else {
+        fs.closeSync(fd);
+        quietly(() => io.removeSync(tmp));
+        fd = io.createSync(cipherPath, flags, mode);
+        try {
+          writeFully(fd, prefix, 0, cipherPath);
+        } catch (err) {
+          fs.closeSync(fd);
+          quietly(() => io.removeSync(cipherPath));
+          throw err;
+        }
+      }
     } catch (err) {
-      fs.closeSync(fd);
-      fs.rmSync(cipherPath, { force: true });
       key.fill(0);
       throw err;
     }
@@ -436,22 +485,84 @@ export class CipherFile {
     const grows = Math.max(0, oldCount - 1);
     const indexes = [...sorted.filter((i) => i >= grows), ...sorted.filter((i) => i < grows)];
     const count = packageCount(this.size);
+    const journal = this.ctx.journal;
+    // With the journal, the images that overwrite sealed bytes (index below the old package
+    // count, the old last package included) are sealed first and committed before any byte is
+    // written in place.
+    let images: Map<number, Buffer> | undefined;
+    let committed = false;
+    let written = false;
+    let inPlace = false;
     try {
+      if (journal) {
+        images = new Map();
+        const entry: JournalEntry = { path: path.relative(journal.root, this.cipherPath), prefix: this.streamPrefix(), writes: [], size: 0 };
+        let end = oldCipherSize;
+        for (const index of sorted) {
+          if (index >= oldCount) break;
+          const image = this.seal(index, this.dirty.get(index)!, index === count - 1);
+          images.set(index, image);
+          entry.writes.push({ offset: packageOffset(index), bytes: image });
+          end = Math.max(end, packageOffset(index) + image.length);
+        }
+        // The size the file must have when only these images are applied: a shrink cuts to the
+        // new size; growth keeps the old size, or the end of the old last package rewritten
+        // longer, so a replay cuts off appends that a crash may have torn. With no image to
+        // write (pure appends) the entry still says where the durable file ends.
+        const newCipherSize = cipherSize(this.size);
+        entry.size = newCipherSize <= oldCipherSize ? newCipherSize : end;
+        // Nothing is written in place before this returns: a failing commit (a full disk)
+        // leaves the file untouched.
+        journal.commit([entry]);
+        committed = true;
+      }
       let fileEnd = oldCipherSize;
       let i = 0;
       while (i < indexes.length) {
         let j = i;
         while (j + 1 < indexes.length && indexes[j + 1] === indexes[j] + 1 && j + 1 - i < MAX_IOV_PACKAGES) j++;
-        const sealed = indexes.slice(i, j + 1).map((index) => this.seal(index, this.dirty.get(index)!, index === count - 1));
+        const sealed = indexes.slice(i, j + 1).map((index) => images?.get(index) ?? this.seal(index, this.dirty.get(index)!, index === count - 1));
         const at = packageOffset(indexes[i]);
-        fileEnd = Math.max(fileEnd, at + writevFully(this.fd, sealed, at));
+        written = true;
+        if (indexes[i] < grows) inPlace = true;
+        fileEnd = Math.max(fileEnd, at + writevFully(this.fd, sealed, at, this.cipherPath));
         i = j + 1;
       }
-      if (fileEnd !== cipherSize(this.size)) fs.ftruncateSync(this.fd, cipherSize(this.size));
+      if (fileEnd !== cipherSize(this.size)) {
+        written = true;
+        io.ftruncateSync(this.fd, cipherSize(this.size), this.cipherPath);
+      }
+      if (journal) {
+        // fdatasync covers the data and the size, all a replay would restore; then the batch
+        // is no longer needed.
+        io.fdatasyncSync(this.fd, this.cipherPath);
+        journal.retire();
+      }
     } catch (err) {
+      const why = (): string => `${this.name}: ${err instanceof Error ? err.message : String(err)}`;
       try {
-        fs.ftruncateSync(this.fd, oldCipherSize);
-        if (restore) writeFully(this.fd, restore.bytes, restore.offset);
+        // An overwrite inside the old end of file that failed (an I/O error; ENOSPC only on a
+        // copy-on-write file system) may have torn a package, and only the journal can put it
+        // right: the batch stays for the next mount's replay (hold() refuses any batch that
+        // would overwrite it). Otherwise the file is put back as it was.
+        if (written && !(inPlace && committed)) {
+          try {
+            io.ftruncateSync(this.fd, oldCipherSize, this.cipherPath);
+            if (restore) writeFully(this.fd, restore.bytes, restore.offset, this.cipherPath);
+          } catch (restoreErr) {
+            if (committed) journal!.hold(why());
+            throw restoreErr;
+          }
+        }
+        if (committed) {
+          if (inPlace) {
+            journal!.hold(why());
+          } else {
+            // Back as it was: make that durable before the batch that says otherwise goes.
+            if (written) io.fdatasyncSync(this.fd, this.cipherPath);
+            journal!.retire();
+          }
+        }
       } finally {
         for (const index of indexes) this.dropDirty(index);
         this.size = this.diskSize;
@@ -472,6 +583,15 @@ export class CipherFile {
     if (this.size === 0) this.reference = undefined;
   }
 
+  /** The stream's 32-byte prefix (the journal names the stream by it), read once. */
+  private streamPrefix(): Buffer {
+    if (this.prefix === undefined) {
+      this.prefix = Buffer.alloc(PREFIX_SIZE);
+      fs.readSync(this.fd, this.prefix, 0, PREFIX_SIZE, 0);
+    }
+    return this.prefix;
+  }
+
   private seal(index: number, plain: Buffer, final: boolean): Buffer {
     this.ctx.counters.packagesSealed++;
     // Fresh random bytes in every 1.0 header: re-sealing a package never reuses a nonce.
@@ -489,11 +609,11 @@ export class CipherFile {
     const dir = path.dirname(this.cipherPath);
     const tmp = path.join(dir, `${TEMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`);
     const old = fs.fstatSync(this.fd);
-    const fd = fs.openSync(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, old.mode & 0o7777);
+    const fd = io.createSync(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, old.mode & 0o7777);
     const count = packageCount(this.size);
     const streamNonce = randomNonce(Version.V20);
     try {
-      writeFully(fd, prefix, 0);
+      writeFully(fd, prefix, 0, tmp);
       let batch: Buffer[] = [];
       let batchAt = PREFIX_SIZE;
       let batchBytes = 0;
@@ -504,26 +624,26 @@ export class CipherFile {
         this.ctx.counters.packagesSealed++;
         batchBytes += batch[batch.length - 1].length;
         if (batch.length === MAX_IOV_PACKAGES || index === count - 1) {
-          writevFully(fd, batch, batchAt);
+          writevFully(fd, batch, batchAt, tmp);
           batchAt += batchBytes;
           batch = [];
           batchBytes = 0;
         }
       }
-      fs.fsyncSync(fd);
+      io.fsyncSync(fd, tmp);
       try {
         fs.fchownSync(fd, old.uid, old.gid);
       } catch {
         // Only root may give files away; keeping our own ownership is the fallback.
       }
-      if (this.unlinked) fs.unlinkSync(tmp);
+      if (this.unlinked) io.unlinkSync(tmp);
       else {
-        fs.renameSync(tmp, this.cipherPath);
+        io.renameSync(tmp, this.cipherPath);
         fsyncDirectory(dir);
       }
     } catch (err) {
       fs.closeSync(fd);
-      fs.rmSync(tmp, { force: true });
+      quietly(() => io.removeSync(tmp));
       key.fill(0);
       throw err;
     }
@@ -531,6 +651,7 @@ export class CipherFile {
     this.fd = fd;
     this.key.fill(0);
     this.key = key;
+    this.prefix = undefined;
     this.version = target;
     for (const index of [...this.dirty.keys()]) this.dropDirty(index);
     this.ctx.cache.dropFile(this.id, this.cachedIndexes);
@@ -545,8 +666,10 @@ export class CipherFile {
   }
 
   private syncLocked(mode: 'data' | 'full'): void {
-    if (mode === 'data') fs.fdatasyncSync(this.fd);
-    else fs.fsyncSync(this.fd);
+    // A retired batch must not come back after a power cut once this fsync has returned.
+    this.ctx.journal?.sync();
+    if (mode === 'data') io.fdatasyncSync(this.fd, this.cipherPath);
+    else io.fsyncSync(this.fd, this.cipherPath);
     if (this.dirNeedsSync) {
       fsyncDirectory(path.dirname(this.cipherPath));
       this.dirNeedsSync = false;
@@ -560,21 +683,21 @@ export const TEMP_PREFIX = '.darefs-tmp.';
 export function fsyncDirectory(dir: string): void {
   const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   try {
-    fs.fsyncSync(fd);
+    io.fsyncSync(fd, dir);
   } finally {
     fs.closeSync(fd);
   }
 }
 
-function writeFully(fd: number, buf: Buffer, position: number): void {
+function writeFully(fd: number, buf: Buffer, position: number, file?: string): void {
   let done = 0;
-  while (done < buf.length) done += fs.writeSync(fd, buf, done, buf.length - done, position + done);
+  while (done < buf.length) done += io.writeSync(fd, buf, done, buf.length - done, position + done, file);
 }
 
 /** Writes all of `bufs` at `position`; returns the byte count. */
-function writevFully(fd: number, bufs: Buffer[], position: number): number {
+function writevFully(fd: number, bufs: Buffer[], position: number, file?: string): number {
   const total = bufs.reduce((n, b) => n + b.length, 0);
-  const written = fs.writevSync(fd, bufs, position);
+  const written = io.writevSync(fd, bufs, position, file);
   if (written < total) {
     // Short writes are rare (a disk filling up mid-way): finish piece by piece to get the error.
     let skip = written;
@@ -585,12 +708,21 @@ function writevFully(fd: number, bufs: Buffer[], position: number): number {
         at += b.length;
         continue;
       }
-      writeFully(fd, b.subarray(skip), at + skip);
+      writeFully(fd, b.subarray(skip), at + skip, file);
       at += b.length;
       skip = 0;
     }
   }
   return total;
+}
+
+/** Cleanup after a failure: its own error must not hide the one being reported. */
+function quietly(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    // ignored
+  }
 }
 
 function isErrno(err: unknown, ...codes: string[]): boolean {

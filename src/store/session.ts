@@ -1,3 +1,4 @@
+import * as path from 'node:path';
 import {
   AuthenticationError,
   Cipher,
@@ -24,6 +25,7 @@ import {
   unlockMasterKey,
 } from '../keys';
 import { StoreSettings } from './cipher-file';
+import { Journal, ReplayResult } from './journal';
 import { findSamplePackage } from './probe';
 import { Volume } from './volume';
 
@@ -46,6 +48,16 @@ export interface OpenVolumeOptions {
   maxKeys?: number;
   /** Master mode without a config (key file only). */
   kdf?: MasterKdf;
+  /** Journal in-place rewrites (crash safety); default true. `mount --no-journal` turns it off. */
+  journal?: boolean;
+}
+
+/** What opening found of an earlier crash. */
+export interface Recovery {
+  /** Read-write: what the journal replay did (packages 0 and not discarded: nothing to do). */
+  replayed?: ReplayResult;
+  /** Read-only: a batch left in the journal that only a read-write mount or fsck --repair applies. */
+  pending?: { packages: number; files: string[]; torn: boolean };
 }
 
 export interface OpenedVolume {
@@ -53,8 +65,25 @@ export interface OpenedVolume {
   keys: KeyCache;
   mode: KeyMode;
   config: VolumeConfig | null;
+  recovery: Recovery;
   /** Zeroes every key; the volume must not be used afterwards. */
   dispose(): void;
+}
+
+/** One line for the log about what `recovery` says, or undefined when there is nothing to say. */
+export function describeRecovery(r: Recovery): string | undefined {
+  const files = (n: number): string => `${n} file${n === 1 ? '' : 's'}`;
+  if (r.replayed?.discarded) return 'discarded a torn journal batch (a crash during its commit, before anything was written in place)';
+  if (r.replayed && r.replayed.files.length > 0) {
+    return `replayed ${r.replayed.packages} package${r.replayed.packages === 1 ? '' : 's'} of ${files(r.replayed.files.length)} from the journal after an unclean shutdown`;
+  }
+  if (r.pending && (r.pending.torn || r.pending.files.length > 0)) {
+    return r.pending.torn
+      ? 'the journal holds a torn batch (a crash during its commit): a read-write mount or darefs fsck --repair drops it'
+      : `the journal holds ${r.pending.packages} package${r.pending.packages === 1 ? '' : 's'} of ${files(r.pending.files.length)} from an interrupted write: ` +
+          'until a read-write mount or darefs fsck --repair replays it, those packages may fail to read (EIO)';
+  }
+  return undefined;
 }
 
 export const DEFAULT_PACKAGE_CACHE_BYTES = 32 * 1024 * 1024;
@@ -114,8 +143,36 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     readOnly: opts.readOnly,
     packageCacheBytes: opts.packageCacheBytes ?? DEFAULT_PACKAGE_CACHE_BYTES,
     dirtyBytes: opts.dirtyBytes ?? DEFAULT_DIRTY_BYTES,
+    cipherDir: opts.cipherDir,
+    journal: opts.journal,
   });
-  return { volume, keys, mode, config, dispose: () => keys.dispose() };
+  // After the key check (a wrong password touches nothing), before anything is served: finish
+  // the package rewrites a crash interrupted. A read-only volume only looks.
+  const recovery: Recovery = {};
+  try {
+    if (opts.readOnly) {
+      // Only a warning: a journal this process cannot read must not stop a read-only mount.
+      try {
+        recovery.pending = new Journal(opts.cipherDir, path.join(opts.cipherDir, CONFIG_DIR)).inspect();
+      } catch {
+        recovery.pending = undefined;
+      }
+    } else recovery.replayed = volume.recover();
+  } catch (err) {
+    keys.dispose();
+    throw err;
+  }
+  return {
+    volume,
+    keys,
+    mode,
+    config,
+    recovery,
+    dispose: () => {
+      volume.close();
+      keys.dispose();
+    },
+  };
 }
 
 async function checkKeyOnSample(cipherDir: string, keys: KeyCache, mode: KeyMode): Promise<void> {

@@ -1,5 +1,8 @@
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CONFIG_DIR } from '../keys';
 import { CipherFile, DirtyBudget, FileContext, KeySource, StoreCounters, StoreSettings } from './cipher-file';
+import { Journal, ReplayResult } from './journal';
 import { PackageCache } from './package-cache';
 
 export interface VolumeOptions {
@@ -10,6 +13,13 @@ export interface VolumeOptions {
   packageCacheBytes: number;
   /** Bound of unsealed changes across all files, in bytes. */
   dirtyBytes: number;
+  /**
+   * The cipher directory. With it, in-place package rewrites go through the redo journal
+   * CIPHERDIR/.darefs/journal (crash safety), unless `journal` is false or the volume is
+   * read-only.
+   */
+  cipherDir?: string;
+  journal?: boolean;
 }
 
 /**
@@ -31,8 +41,19 @@ export class Volume {
   private readonly inodeOf = new Map<CipherFile, string>();
   private readonly closingInodes = new Map<string, Promise<void>>();
 
+  /** The cipher directory (symlinks resolved: the journal names files relative to it). */
+  private readonly root: string | undefined;
+  /** Why the journal is off although it was asked for (no write access to .darefs/). */
+  readonly journalProblem: string | undefined;
+
   constructor(opts: VolumeOptions) {
     this.cache = new PackageCache(opts.packageCacheBytes);
+    this.root = opts.cipherDir === undefined ? undefined : realpathOrResolve(opts.cipherDir);
+    let journal = this.root !== undefined && opts.journal !== false && !opts.readOnly ? new Journal(this.root, path.join(this.root, CONFIG_DIR)) : undefined;
+    this.journalProblem = journal?.unusable();
+    // Without write access there (the cipher directory's root read-only to us, say) every
+    // flush would fail: write without the journal, and let the mount say so.
+    if (this.journalProblem !== undefined) journal = undefined;
     this.ctx = {
       keys: opts.keys,
       cache: this.cache,
@@ -40,7 +61,28 @@ export class Volume {
       dirty: new DirtyBudget(opts.dirtyBytes),
       readOnly: opts.readOnly,
       counters: this.counters,
+      journal,
     };
+  }
+
+  /** Whether in-place rewrites are journaled. */
+  get journaled(): boolean {
+    return this.ctx.journal !== undefined;
+  }
+
+  /**
+   * Finishes what a crash interrupted, before any file is opened: replays a committed journal
+   * batch (or drops a torn one). Also with journaling off, since a journal left by an earlier
+   * mount must not be forgotten. Undefined without a cipher directory.
+   */
+  recover(): ReplayResult | undefined {
+    if (this.root === undefined) return undefined;
+    return (this.ctx.journal ?? new Journal(this.root, path.join(this.root, CONFIG_DIR))).replay();
+  }
+
+  /** Closes the journal (after the last flush). */
+  close(): void {
+    this.ctx.journal?.close();
   }
 
   get readOnly(): boolean {
@@ -190,6 +232,14 @@ export class Volume {
   async flushAll(): Promise<void> {
     // Also objects whose first name is gone but another name (hard link) still reaches them.
     await Promise.all([...new Set([...this.files.values(), ...this.byInode.values()])].map((f) => f.flush('full')));
+  }
+}
+
+function realpathOrResolve(dir: string): string {
+  try {
+    return fs.realpathSync(dir);
+  } catch {
+    return path.resolve(dir);
   }
 }
 

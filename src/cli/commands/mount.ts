@@ -25,6 +25,7 @@ const OPTIONS = defineOptions([
   { name: 'package-cache', value: 'MIB', help: 'cache of decrypted packages in MiB (default 32)' },
   { name: 'key-cache', value: 'N', help: 'number of per-file keys kept (default 4096)' },
   { name: 'idle-unmount', value: 'DURATION', help: 'unmount after DURATION (e.g. 90s, 10m, 2h) with no file operation and no open file' },
+  { name: 'no-journal', help: 'do not journal in-place rewrites: faster, but a crash during a write can leave a package unreadable' },
   { name: 'daemon-child', help: 'internal: the background daemon reads its secret from stdin' },
 ] as const);
 
@@ -78,6 +79,7 @@ function toSettings(o: Options, cipherDir: string, mountpoint: string): MountSet
     packageCacheMiB: positiveNumber(o['package-cache'], '--package-cache'),
     keyCacheEntries: positiveNumber(o['key-cache'], '--key-cache'),
     idleUnmountMs: duration(o['idle-unmount']),
+    journal: !o['no-journal'],
   };
 }
 

@@ -1,0 +1,160 @@
+// `darefs fsck CIPHERDIR`: verifies every package of every file of a cipher directory, reports
+// what a crash or a modification left behind, and with --repair does only what is safe: replay
+// the journal, remove leftover temporary files. It never guesses plaintext or cuts data.
+
+import * as path from 'node:path';
+import { CONFIG_DIR } from '../../keys';
+import { checkTree, Journal, type FsckFile, type FsckResult } from '../../store';
+import { defineOptions, expectPositionals, parseArgs, type Command } from '../args';
+import { mountedAt, parseJobs, unlockTree } from '../cipher-tree';
+import { CliError, UsageError } from '../errors';
+import { ExitCode } from '../exit-codes';
+import { formatBytes, Progress } from '../progress';
+import { KEYFILE_OPTION, PASSWORD_OPTIONS } from '../secrets';
+import { realPathOf } from '../tree-copy';
+
+const OPTIONS = defineOptions([
+  ...PASSWORD_OPTIONS,
+  KEYFILE_OPTION,
+  { name: 'ncrypt', help: 'CIPHERDIR is a plain directory of sio ncrypt files (no config): use the password' },
+  { name: 'kdf', value: 'KDF', choices: ['hmac-sha256', 'hkdf-sha256'], help: 'with --keyfile and no volume config: hmac-sha256 (default) or hkdf-sha256' },
+  { name: 'repair', help: 'replay the journal and remove leftover temporary files (nothing else is ever changed)' },
+  { name: 'json', help: 'print the report as JSON on stdout (an object with a files array and counts)' },
+  { name: 'jobs', short: 'j', value: 'N', help: 'files checked at once (default 4)' },
+  { name: 'force', help: 'check a volume that is mounted (without --repair only; results may be off while it is written)' },
+] as const);
+
+interface JournalReport {
+  /** Packages of a committed batch left by a crash (not replayed). */
+  pendingPackages: number;
+  pendingFiles: string[];
+  /** A torn batch (the crash hit its commit): nothing was written in place, it can go. */
+  torn: boolean;
+  replayedPackages: number;
+  replayedFiles: string[];
+  discarded: boolean;
+}
+
+export const fsckCommand: Command = {
+  name: 'fsck',
+  summary: 'verify every package of every file of a cipher directory; --repair replays the journal',
+  usage: ['fsck [options] CIPHERDIR'],
+  description:
+    'Unlocks CIPHERDIR as mount does, then checks every file (several at once): its length, package 0 and the last ' +
+    'package against the size, and every package by the random-access rules (each must authenticate). Reports, by ' +
+    'path: invalid lengths, files shorter than the prefix, irregular 1.0 streams (short middle packages), packages ' +
+    'failing authentication or header checks (by index), foreign files (not DARE), leftover temporary files, and a ' +
+    'journal batch left by a crash. --repair replays that batch (which repairs the packages the crash tore) and ' +
+    'removes temporary files; it never guesses plaintext and never truncates data. Refuses a mounted volume unless ' +
+    '--force. Exit status: 0 when all is well; 6 when a file is damaged (bad packages, invalid length, irregular); ' +
+    '1 for anything else left to do (a pending journal or temporary files without --repair, foreign files).',
+  options: OPTIONS,
+  examples: ['fsck ~/cipher', 'fsck --repair --passfile ~/.pw ~/cipher', 'fsck --json --ncrypt ~/ncrypt-files'],
+  showExitCodes: true,
+  async run(args) {
+    const { options: o, positionals } = parseArgs(args, OPTIONS, 'fsck');
+    expectPositionals(positionals, 1, 1, 'CIPHERDIR', 'fsck');
+    const cipherDir = positionals[0];
+    const jobs = parseJobs(o.jobs, 'fsck');
+    const mounted = await mountedAt(cipherDir);
+    if (mounted !== undefined) {
+      if (!o.force) {
+        throw new CliError(`${cipherDir} is mounted on ${mounted}: unmount it first (or pass --force to check it anyway)`, ExitCode.ERROR);
+      }
+      if (o.repair) throw new UsageError(`${cipherDir} is mounted on ${mounted}: --repair needs it unmounted (the daemon owns its journal)`, 'fsck');
+    }
+    const unlocked = await unlockTree(cipherDir, o, 'fsck');
+    let result: FsckResult;
+    const journal: JournalReport = { pendingPackages: 0, pendingFiles: [], torn: false, replayedPackages: 0, replayedFiles: [], discarded: false };
+    try {
+      const root = await realPathOf(cipherDir);
+      const j = new Journal(root, path.join(root, CONFIG_DIR));
+      if (o.repair) {
+        const r = j.replay();
+        journal.replayedPackages = r.packages;
+        journal.replayedFiles = r.files;
+        journal.discarded = r.discarded;
+      } else {
+        const p = j.inspect();
+        journal.pendingPackages = p.packages;
+        journal.pendingFiles = p.files;
+        journal.torn = p.torn;
+      }
+      let progress: Progress | undefined;
+      try {
+        result = await checkTree({
+          root,
+          key: (prefix) => unlocked.opened.keys.get(prefix),
+          jobs,
+          removeTemp: o.repair,
+          onTotal: (_files, bytes) => (progress = new Progress({ label: 'fsck', total: bytes })),
+          onBytes: (n) => progress?.add(n),
+        });
+      } finally {
+        progress?.stop();
+      }
+    } finally {
+      unlocked.opened.dispose();
+    }
+    const journalClean = journal.pendingPackages === 0 && journal.pendingFiles.length === 0 && !journal.torn;
+    const tempLeft = result.files.filter((f) => f.status === 'temp' && !f.removed).length;
+    const damaged = result.files.filter((f) => ['damaged', 'invalid-length', 'short', 'irregular'].includes(f.status)).length;
+    const clean = journalClean && result.counts.bad === 0 && tempLeft === 0;
+    const code = clean ? ExitCode.OK : damaged > 0 ? ExitCode.CORRUPTED : ExitCode.ERROR;
+    if (o.json) {
+      process.stdout.write(JSON.stringify({ cipherDir: path.resolve(cipherDir), clean, journal, counts: result.counts, files: result.files }, null, 2) + '\n');
+      return code;
+    }
+    process.stdout.write(formatReport(result, journal));
+    if (clean) return ExitCode.OK;
+    const what: string[] = [];
+    if (result.counts.bad > 0) what.push(`${result.counts.bad} file${result.counts.bad === 1 ? ' has' : 's have'} problems`);
+    if (tempLeft > 0) what.push(`${tempLeft} leftover temporary file${tempLeft === 1 ? '' : 's'}`);
+    if (!journalClean) what.push('the journal holds an interrupted write');
+    throw new CliError(`${what.join('; ')} (listed above)${!o.repair && (!journalClean || tempLeft > 0) ? ': run with --repair' : ''}`, code);
+  },
+};
+
+const STATUS_TEXT: Record<FsckFile['status'], string> = {
+  ok: 'ok',
+  short: 'TOO SHORT',
+  'invalid-length': 'INVALID LENGTH',
+  irregular: 'IRREGULAR',
+  damaged: 'DAMAGED',
+  foreign: 'NOT DARE',
+  temp: 'TEMPORARY FILE',
+  unreadable: 'UNREADABLE',
+};
+
+export function formatReport(result: FsckResult, journal: JournalReport): string {
+  const lines: string[] = [];
+  if (journal.discarded) lines.push('journal: discarded a torn batch (a crash during its commit, before anything was written in place)');
+  else if (journal.replayedFiles.length > 0) lines.push(`journal: replayed ${journal.replayedPackages} packages of ${journal.replayedFiles.length} files (${journal.replayedFiles.join(', ')})`);
+  else if (journal.torn) lines.push('journal: holds a torn batch (a crash during its commit; nothing was written in place): run with --repair to drop it');
+  else if (journal.pendingFiles.length > 0) {
+    lines.push(
+      `journal: has ${journal.pendingPackages} pending packages of ${journal.pendingFiles.length} files (${journal.pendingFiles.join(', ')}), ` +
+        'left by a crash: run with --repair (replaying it repairs what the crash tore in those files)',
+    );
+  }
+  for (const f of result.files) {
+    if (f.status === 'ok') continue;
+    if (f.status === 'temp') {
+      lines.push(`${f.path}: ${STATUS_TEXT.temp}: ${f.removed ? 'removed' : `${f.message}: run with --repair to remove it`}`);
+      continue;
+    }
+    const pending = journal.pendingFiles.includes(f.path) ? ' (the pending journal batch covers this file)' : '';
+    lines.push(`${f.path}: ${STATUS_TEXT[f.status]}: ${f.message ?? ''}${pending}`);
+    if (f.problems.length > 1) for (const p of f.problems) lines.push(`  package ${p.index}: ${p.message} (${p.error})`);
+  }
+  const c = result.counts;
+  const bytes = result.files.reduce((n, f) => n + (f.status === 'temp' ? 0 : f.cipherSize), 0);
+  const parts = Object.entries(c.byStatus)
+    .filter(([s, n]) => s !== 'temp' && n > 0)
+    .map(([s, n]) => `${n} ${s}`);
+  let summary = `checked ${c.files} file${c.files === 1 ? '' : 's'} (${c.packages} packages, ${formatBytes(bytes)}): ${parts.join(', ') || 'nothing to check'}`;
+  if (c.badPackages > 0) summary += `; ${c.badPackages} bad package${c.badPackages === 1 ? '' : 's'}`;
+  if (c.temp > 0) summary += `; ${c.temp} leftover temporary file${c.temp === 1 ? '' : 's'}${result.files.some((f) => f.removed) ? ' (removed)' : ''}`;
+  lines.push(summary);
+  return lines.join('\n') + '\n';
+}
