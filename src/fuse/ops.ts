@@ -175,10 +175,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         cb(fail('read', path, err));
         return;
       }
-      h.file.read(position, length).then(
-        (data) => cb(data.copy(buffer, 0)),
-        (err: unknown) => cb(fail('read', path, err)),
-      );
+      h.file.readInto(position, buffer.subarray(0, length)).then(cb, (err: unknown) => cb(fail('read', path, err)));
     },
 
     write(path, fd, buffer, length, position, cb) {

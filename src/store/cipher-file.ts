@@ -5,6 +5,7 @@ import {
   Cipher,
   DareError,
   HEADER_SIZE,
+  MAX_PACKAGE,
   MAX_PAYLOAD,
   PREFIX_SIZE,
   Version,
@@ -229,20 +230,30 @@ export class CipherFile {
   /** Reads plaintext [offset, offset + length), shorter at the end of the file. */
   read(offset: number, length: number): Promise<Buffer> {
     return this.lock.run(() => {
-      this.assertOpen();
-      const end = Math.min(this.size, offset + length);
-      if (end <= offset) return Buffer.alloc(0);
-      const out = Buffer.allocUnsafe(end - offset);
-      const first = packageIndex(offset);
-      const last = packageIndex(end - 1);
-      this.withPackages(first, last, (index, plain) => {
-        const start = index * MAX_PAYLOAD;
-        const from = Math.max(offset, start);
-        const to = Math.min(end, start + plain.length);
-        plain.copy(out, from - offset, from - start, to - start);
-      });
-      return out;
+      const out = Buffer.allocUnsafe(Math.max(0, Math.min(this.size, offset + length) - offset));
+      return out.subarray(0, this.readLocked(offset, out));
     });
+  }
+
+  /**
+   * Reads plaintext at `offset` into `dest` (as much as fits, shorter at the end of the file);
+   * resolves to the byte count. Saves the FUSE read path an intermediate buffer.
+   */
+  readInto(offset: number, dest: Buffer): Promise<number> {
+    return this.lock.run(() => this.readLocked(offset, dest));
+  }
+
+  private readLocked(offset: number, dest: Buffer): number {
+    this.assertOpen();
+    const end = Math.min(this.size, offset + dest.length);
+    if (end <= offset) return 0;
+    this.withPackages(packageIndex(offset), packageIndex(end - 1), (index, plain) => {
+      const start = index * MAX_PAYLOAD;
+      const from = Math.max(offset, start);
+      const to = Math.min(end, start + plain.length);
+      plain.copy(dest, from - offset, from - start, to - start);
+    });
+    return end - offset;
   }
 
   /** Writes `data` at `offset`, filling any gap after the end with zeros. */
@@ -374,7 +385,8 @@ export class CipherFile {
     const size = this.diskSize;
     const start = packageOffset(first);
     const end = Math.min(packageOffset(last + 1), cipherSize(size));
-    const raw = Buffer.allocUnsafe(end - start);
+    // Ciphertext only lives until it is opened: one scratch buffer serves every read.
+    const raw = scratch(end - start);
     const got = fs.readSync(this.fd, raw, 0, raw.length, start);
     const count = packageCount(size);
     const out: Array<[number, Buffer]> = [];
@@ -675,6 +687,14 @@ export class CipherFile {
       this.dirNeedsSync = false;
     }
   }
+}
+
+let scratchBuffer = Buffer.alloc(0);
+
+/** A reusable buffer of at least `size` bytes (its first `size` bytes are returned). */
+function scratch(size: number): Buffer {
+  if (scratchBuffer.length < size) scratchBuffer = Buffer.allocUnsafe(Math.max(size, 4 * MAX_PACKAGE));
+  return scratchBuffer.subarray(0, size);
 }
 
 /** Temporary files of stream rewrites start with this; the plaintext view hides them. */

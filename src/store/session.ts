@@ -86,8 +86,8 @@ export function describeRecovery(r: Recovery): string | undefined {
   return undefined;
 }
 
-export const DEFAULT_PACKAGE_CACHE_BYTES = 32 * 1024 * 1024;
-export const DEFAULT_DIRTY_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_PACKAGE_CACHE_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_DIRTY_BYTES = 8 * 1024 * 1024;
 
 /** Settings of a directory of ncrypt files: new and converted files are 1.0 (in-place writes). */
 const NCRYPT_SETTINGS: StoreSettings = { newFileVersion: Version.V10, newFileCipher: Cipher.AES_256_GCM, convert2to1: true };

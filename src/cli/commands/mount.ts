@@ -22,7 +22,7 @@ const OPTIONS = defineOptions([
   { name: 'allow-other', help: 'let other users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)' },
   { name: 'debug', help: 'log every FUSE operation' },
   { name: 'log', value: 'FILE', help: 'daemon log file (background default: ~/.local/state/darefs/MOUNTPOINT.log)' },
-  { name: 'package-cache', value: 'MIB', help: 'cache of decrypted packages in MiB (default 32)' },
+  { name: 'package-cache', value: 'MIB', help: 'cache of decrypted packages in MiB (default 16)' },
   { name: 'key-cache', value: 'N', help: 'number of per-file keys kept (default 4096)' },
   { name: 'idle-unmount', value: 'DURATION', help: 'unmount after DURATION (e.g. 90s, 10m, 2h) with no file operation and no open file' },
   { name: 'no-journal', help: 'do not journal in-place rewrites: faster, but a crash during a write can leave a package unreadable' },
