@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { Errno } from '../src/fuse/native-types';
 import { buildMountOptions, fuseNativeErrno, loadFuse } from '../src/fuse/native';
 import { cleanStaleMount, isMounted, isStale, probePath } from '../src/fuse/mountpoint';
-import { assertNoFuseMountsLeft, cleanupLeftovers, withMount, type DaemonSpecFactory } from './helpers/mount';
+import { assertNoFuseMountsLeft, cleanupLeftovers, sleep, withMount, type DaemonSpecFactory } from './helpers/mount';
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'memfs-daemon.js');
 const memfs: DaemonSpecFactory = (dirs) => ({
@@ -116,6 +116,8 @@ test.serial('a throwing handler answers EIO instead of wedging the request', asy
   await withMount(t, memfs, async (m) => {
     const err = await t.throwsAsync(fsp.stat(path.join(m.mountpoint, '.throw')));
     t.is((err as NodeJS.ErrnoException | undefined)?.code, 'EIO');
+    // The daemon's stderr line may arrive a moment after the errno did.
+    for (let i = 0; i < 100 && !/getattr handler failed/.test(m.output()); i++) await sleep(20);
     t.regex(m.output(), /getattr handler failed: deliberate failure/);
     // The mount still answers.
     await fsp.writeFile(path.join(m.mountpoint, 'after'), 'ok');
