@@ -17,7 +17,10 @@ import {
   UnsupportedCipherError,
   UnsupportedVersionError,
 } from '../dare';
+import { MountpointError } from '../fuse/mountpoint';
+import { FuseMountError } from '../fuse/native';
 import { KeyError, WrongPasswordError } from '../keys';
+import { StoreError } from '../store/errors';
 import { ExitCode } from './exit-codes';
 
 /** An expected failure with its exit code; the message is shown as is. */
@@ -148,7 +151,15 @@ export function exitCodeFor(err: unknown): number {
 
 /** Whether an error is one the CLI expects (no stack trace unless DAREFS_DEBUG=1). */
 export function isExpected(err: unknown): boolean {
-  return err instanceof CliError || err instanceof DareError || err instanceof KeyError || isErrno(err);
+  return (
+    err instanceof CliError ||
+    err instanceof DareError ||
+    err instanceof KeyError ||
+    err instanceof MountpointError ||
+    err instanceof FuseMountError ||
+    err instanceof StoreError ||
+    isErrno(err)
+  );
 }
 
 /** The user-facing message (without the `darefs: COMMAND: ` prefix). */

@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Daemon } from '../fuse/daemon';
 import { Logger } from '../fuse/logger';
-import { MountBusyError, MountpointError } from '../fuse/mountpoint';
+import { MountBusyError } from '../fuse/mountpoint';
 import { MasterKdf } from '../keys';
 import { describeRecovery, openVolume, VolumeSecrets } from '../store';
 
@@ -181,4 +181,3 @@ export function spawnBackgroundMount(argv: string[], secret: Buffer | undefined,
   });
 }
 
-export { MountpointError };
