@@ -213,3 +213,27 @@ test.serial('--idle-unmount unmounts an unused volume and the daemon exits', asy
     { setup: writePassfile },
   );
 });
+
+test.serial('extended attributes are refused with ENOTSUP (not EPERM), and writes still work', async (t) => {
+  t.timeout(60_000);
+  await withMount(
+    t,
+    darefsMount(['--ncrypt']),
+    async (m) => {
+      const file = path.join(m.mountpoint, 'a.txt');
+      const script = `import os, sys\nfor f in (lambda: os.setxattr(sys.argv[1], 'user.k', b'v'), lambda: os.getxattr(sys.argv[1], 'user.k')):\n  try:\n    f(); print('ok')\n  except OSError as e:\n    print(e.errno)\n`;
+      const out = await new Promise<string>((resolve, reject) => {
+        execFile('python3', ['-c', script, file], { timeout: 20_000 }, (err, stdout) => (err ? reject(err) : resolve(String(stdout))));
+      });
+      t.deepEqual(out.trim().split('\n'), ['95', '95']);
+      await fsp.appendFile(file, 'more\n');
+      t.is(await fsp.readFile(file, 'utf8'), 'x\nmore\n');
+    },
+    {
+      setup: async (dirs) => {
+        await writePassfile(dirs);
+        await writeNcryptFile(path.join(dirs.cipherDir, 'a.txt'), Buffer.from('x\n'));
+      },
+    },
+  );
+});
