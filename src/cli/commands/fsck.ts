@@ -49,7 +49,7 @@ export const fsckCommand: Command = {
     '--force. Exit status: 0 when all is well; 6 when a file is damaged (bad packages, invalid length, irregular); ' +
     '1 for anything else left to do (a pending journal or temporary files without --repair, foreign files).',
   options: OPTIONS,
-  examples: ['fsck ~/cipher', 'fsck --repair --passfile ~/.pw ~/cipher', 'fsck --json --ncrypt ~/ncrypt-files'],
+  examples: ['darefs fsck ~/cipher', 'darefs fsck --repair --passfile ~/.pw ~/cipher', 'darefs fsck --json --ncrypt ~/ncrypt-files'],
   showExitCodes: true,
   async run(args) {
     const { options: o, positionals } = parseArgs(args, OPTIONS, 'fsck');

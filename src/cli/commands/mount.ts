@@ -40,7 +40,7 @@ export const mountCommand: Command = {
     'A wrong password is refused before anything is mounted. MOUNTPOINT must be an empty directory; a stale mount ' +
     "left by a killed daemon is cleaned up first. Unmount with 'darefs umount MOUNTPOINT'.",
   options: OPTIONS,
-  examples: ['mount ~/cipher ~/plain', 'mount -f --passfile ~/.pw ~/cipher ~/plain', 'mount --ncrypt ~/ncrypt-files ~/plain', 'mount --read-only --keyfile master.key ~/cipher ~/plain'],
+  examples: ['darefs mount ~/cipher ~/plain', 'darefs mount -f --passfile ~/.pw ~/cipher ~/plain', 'darefs mount --ncrypt ~/ncrypt-files ~/plain', 'darefs mount --read-only --keyfile master.key ~/cipher ~/plain'],
   showExitCodes: true,
   async run(args) {
     const { options: o, positionals } = parseArgs(args, OPTIONS, 'mount');

@@ -22,7 +22,7 @@ export const passwdCommand: Command = {
     '(--new-passfile, --new-extpass, DAREFS_NEW_PASSWORD or a prompt, asked twice), then re-seals the master key. ' +
     'The old config is kept as .darefs/config.json.bak until the new one is on disk.',
   options: OPTIONS,
-  examples: ['passwd ~/cipher', 'passwd --passfile old.txt --new-passfile new.txt ~/cipher'],
+  examples: ['darefs passwd ~/cipher', 'darefs passwd --passfile old.txt --new-passfile new.txt ~/cipher'],
   showExitCodes: true,
   async run(args) {
     const { options: o, positionals } = parseArgs(args, OPTIONS, 'passwd');

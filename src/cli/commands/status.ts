@@ -24,7 +24,7 @@ export const statusCommand: Command = {
     'Lists the fuse.darefs mounts with their cipher directories, open files, key and package cache hit rates, ' +
     'packages decrypted and sealed, and authentication failures. A daemon answers only its own user.',
   options: OPTIONS,
-  examples: ['status', 'status ~/plain', 'status --json'],
+  examples: ['darefs status', 'darefs status ~/plain', 'darefs status --json'],
   async run(args) {
     const { options: o, positionals } = parseArgs(args, OPTIONS, 'status');
     expectPositionals(positionals, 0, 1, 'MOUNTPOINT', 'status');

@@ -17,7 +17,7 @@ export const umountCommand: Command = {
   usage: ['umount [--lazy] MOUNTPOINT'],
   description: 'Pending changes are sealed and written before the mount goes away. A stale mount (its daemon was killed) is cleaned up.',
   options: OPTIONS,
-  examples: ['umount ~/plain', 'umount --lazy ~/plain'],
+  examples: ['darefs umount ~/plain', 'darefs umount --lazy ~/plain'],
   async run(args) {
     const { options: o, positionals } = parseArgs(args, OPTIONS, 'umount');
     expectPositionals(positionals, 1, 1, 'MOUNTPOINT', 'umount');
