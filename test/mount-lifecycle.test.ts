@@ -237,3 +237,36 @@ test.serial('extended attributes are refused with ENOTSUP (not EPERM), and write
     },
   );
 });
+
+// libfuse 2 has no rename2: the kernel itself refuses an existing target (EEXIST) and answers
+// EINVAL for any other flagged rename; mv -n and friends then fall back to a plain rename.
+test.serial('RENAME_NOREPLACE: an existing target is refused with EEXIST and kept; a free name gets EINVAL', async (t) => {
+  t.timeout(60_000);
+  await withMount(
+    t,
+    darefsMount(['--ncrypt']),
+    async (m) => {
+      const script = [
+        'import ctypes, os, sys',
+        'libc = ctypes.CDLL(None, use_errno=True)',
+        'a, b = (os.fsencode(p) for p in sys.argv[1:3])',
+        'r = libc.renameat2(-100, a, -100, b, 1)',
+        "print('ok' if r == 0 else ctypes.get_errno())",
+      ].join('\n');
+      const run = (a: string, b: string): Promise<string> =>
+        new Promise((resolve, reject) => {
+          execFile('python3', ['-c', script, path.join(m.mountpoint, a), path.join(m.mountpoint, b)], { timeout: 20_000 }, (err, out) =>
+            err ? reject(err) : resolve(String(out).trim()),
+          );
+        });
+      await fsp.writeFile(path.join(m.mountpoint, 'a'), 'A');
+      await fsp.writeFile(path.join(m.mountpoint, 'b'), 'B');
+      t.is(await run('a', 'b'), '17', 'EEXIST');
+      t.is(await fsp.readFile(path.join(m.mountpoint, 'b'), 'utf8'), 'B');
+      t.is(await run('a', 'c'), '22', 'EINVAL');
+      await fsp.rename(path.join(m.mountpoint, 'a'), path.join(m.mountpoint, 'c'));
+      t.is(await fsp.readFile(path.join(m.mountpoint, 'c'), 'utf8'), 'A');
+    },
+    { setup: writePassfile },
+  );
+});
