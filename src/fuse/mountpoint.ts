@@ -296,7 +296,7 @@ export async function unmountPath(p: string, opts: UnmountOptions = {}): Promise
   const entry = await findMount(mnt);
   if (!entry) throw new MountpointError('NOTMOUNTED', mnt, `${q(mnt)} is not a mount point`);
   if (opts.mountId !== undefined && entry.id !== opts.mountId) {
-    if (!(await mountIdPresent(opts.mountId))) {
+    if (!(await mountIdPresent(opts.mountId, mnt))) {
       throw new MountpointError('NOTMOUNTED', mnt, `${q(mnt)}: mount ${opts.mountId} is already gone`);
     }
     throw new MountpointError('FAILED', mnt, `${q(mnt)}: another filesystem (${entry.fsType}) is mounted on top of ours`);
@@ -306,7 +306,7 @@ export async function unmountPath(p: string, opts: UnmountOptions = {}): Promise
   const failures: string[] = [];
   for (const [bin, flags] of await unmountCommands(entry.fsType, lazy)) {
     const res = await runCommand(bin, [...flags, mnt], timeoutMs);
-    if (res.ok || !(await mountIdPresent(entry.id))) return;
+    if (res.ok || !(await mountIdPresent(entry.id, mnt))) return;
     if (res.timedOut) {
       throw new MountpointError(
         'TIMEOUT',
@@ -323,8 +323,9 @@ export async function unmountPath(p: string, opts: UnmountOptions = {}): Promise
   throw new MountpointError('FAILED', mnt, `could not unmount ${q(mnt)}: ${failures.join('; ')}`);
 }
 
-async function mountIdPresent(id: number): Promise<boolean> {
-  return (await readMountInfo()).some((e) => e.id === id);
+/** Mount IDs are reused once freed: match the mount point too. */
+async function mountIdPresent(id: number, mnt: string): Promise<boolean> {
+  return (await readMountInfo()).some((e) => e.id === id && e.mountPoint === mnt);
 }
 
 /**

@@ -355,7 +355,8 @@ function darefsFuseClass(): DarefsFuseClass {
       const { lazy, timeoutMs } = this.closePlan;
       const unmountKernel = async (): Promise<void> => {
         const entries = await readMountInfo();
-        const ours = this.mountId !== undefined ? entries.some((e) => e.id === this.mountId) : entries.some((e) => e.mountPoint === this.mnt);
+        // Mount IDs are reused once freed: an ID alone may name another, newer mount.
+        const ours = entries.some((e) => e.mountPoint === this.mnt && (this.mountId === undefined || e.id === this.mountId));
         if (!ours) return;
         try {
           await unmountPath(this.mnt, { lazy, timeoutMs, mountId: this.mountId });
@@ -597,7 +598,8 @@ export class FuseMount {
 
   private async check(): Promise<void> {
     if (this.state === 'mounted') {
-      if ((await readMountInfo()).some((e) => e.id === this.mountId)) return;
+      // Match the path too: a freed mount ID is soon reused by another mount.
+      if ((await readMountInfo()).some((e) => e.id === this.mountId && e.mountPoint === this.mountpoint)) return;
       // Unmounted from outside: release the native side (no kernel unmount left to do).
       await new Promise<void>((resolve) => this.fuse.unmount(() => resolve()));
       this.detached('external');
