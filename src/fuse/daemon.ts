@@ -56,7 +56,9 @@ export class Daemon {
       throw new MountpointError('FAILED', mountpoint, `the mount point ${mountpoint} and the cipher directory ${cipherDir} must not contain each other`);
     }
     const activity = { last: Date.now() };
-    const ops = trackActivity(createOperations({ volume: opts.opened.volume, paths: new PathMap(cipherDir), log: opts.log }), activity);
+    const plain = createOperations({ volume: opts.opened.volume, paths: new PathMap(cipherDir), log: opts.log });
+    // Only --idle-unmount needs to know when the mount was last used: no wrapper otherwise.
+    const ops = opts.idleUnmountMs ? trackActivity(plain, activity) : plain;
     const mount = await FuseMount.mount(mountpoint, ops, {
       fsname: cipherDir,
       subtype: 'darefs',
