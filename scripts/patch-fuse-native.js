@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /*
- * postinstall: patch fuse-native@2.2.6's C code so `utimens` reaches JavaScript exactly, and
- * rebuild the addon.
+ * postinstall: patch fuse-native@2.2.6's C code so `utimens` reaches JavaScript exactly and
+ * getxattr has a fast path, and rebuild the addon.
  *
  * Stock 2.2.6 converts both times to milliseconds and then passes the ATIME twice, so a handler
  * never sees the mtime and loses nanoseconds; and it does not set libfuse 2.9's
@@ -12,6 +12,10 @@
  * tv_nsec (uint32: 0..999999999, or UTIME_NOW = 2^30-1 / UTIME_OMIT = 2^30-2); and the addon
  * exports `darefs_utimens_ns = 1` so darefs can tell the patched binary from the stock one
  * (src/fuse/native.ts).
+ *
+ * Also: getxattr answers ENODATA for any name outside user.* in C, without the hop into
+ * JavaScript (darefs keeps only user.* attributes; the kernel asks for security.capability before
+ * every write).
  *
  * Never breaks the install: on an unexpected version or source text, or when the rebuild fails,
  * it prints a warning, leaves (or puts back) the original source and the previous binary, and
@@ -27,6 +31,7 @@ const childProcess = require('child_process');
 const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
+const { findNodeGyp, rebuild } = require('./node-gyp-runner');
 
 const EXPECTED_VERSION = '2.2.6';
 const SOURCE = 'fuse-native.c';
@@ -91,6 +96,19 @@ const HUNKS = [
       '  if (implemented[op_utimens]) ops.flag_utime_omit_ok = 1; /* darefs patch */\n',
   },
   {
+    // With getxattr implemented, the kernel asks for security.capability before EVERY write(2)
+    // (file_remove_privs). darefs keeps only user.* attributes, so answer every other name here,
+    // on libfuse's thread: a round trip into JavaScript per write would halve small-write speed.
+    name: 'getxattr: answer names outside user.* without calling JavaScript',
+    from:
+      'FUSE_METHOD(getxattr, 4, 1, (const char *path, const char *name, char *value, size_t size), {\n' +
+      '  l->path = path;\n',
+    to:
+      'FUSE_METHOD(getxattr, 4, 1, (const char *path, const char *name, char *value, size_t size), {\n' +
+      '  if (strncmp(name, "user.", 5) != 0) return -ENODATA; /* darefs patch: only user.* is kept */\n' +
+      '  l->path = path;\n',
+  },
+  {
     name: 'export the encoding marker',
     from: '  NAPI_EXPORT_UINT32(op_utimens)\n',
     to: '  NAPI_EXPORT_UINT32(op_utimens)\n  NAPI_EXPORT_UINT32(darefs_utimens_ns)\n',
@@ -111,7 +129,8 @@ function warn(msg) {
   console.warn(
     `darefs postinstall: WARNING: ${msg}\n` +
       '  fuse-native stays unpatched: utimens falls back to millisecond atime-only times, and touch -m/-a are ignored ' +
-      '(darefs warns once at mount). Rerun with `node scripts/patch-fuse-native.js`.',
+      '(darefs warns once at mount); every write costs a getxattr call into JavaScript. ' +
+      'Rerun with `node scripts/patch-fuse-native.js`.',
   );
 }
 
@@ -150,33 +169,6 @@ function binaryIsPatched(file) {
   } catch {
     return false;
   }
-}
-
-function findNodeGyp() {
-  const candidates = [];
-  if (process.env.npm_config_node_gyp) candidates.push(process.env.npm_config_node_gyp);
-  const npmDirs = [
-    path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm'),
-    path.join(path.dirname(process.execPath), 'node_modules', 'npm'),
-  ];
-  for (const paths of [npmDirs, [__dirname]]) {
-    try {
-      candidates.push(require.resolve('node-gyp/bin/node-gyp.js', { paths }));
-    } catch {
-      // not there
-    }
-  }
-  return candidates.find((c) => /\.js$/.test(c) && fs.existsSync(c));
-}
-
-/** Node's headers: npm passes its `nodedir` setting as npm_config_nodedir; outside npm, look. */
-function nodeGypArgs() {
-  const args = ['rebuild'];
-  if (!process.env.npm_config_nodedir) {
-    const prefix = path.resolve(path.dirname(process.execPath), '..');
-    if (fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
-  }
-  return args;
 }
 
 function rmrf(p) {
@@ -276,17 +268,7 @@ function main() {
   const started = Date.now();
   log(`patching fuse-native ${version} (utimens with nanoseconds) and rebuilding it with ${nodeGyp}`);
   try {
-    const res = childProcess.spawnSync(process.execPath, [nodeGyp, ...nodeGypArgs()], {
-      cwd: fuseDir,
-      encoding: 'utf8',
-      timeout: 10 * 60_000,
-      maxBuffer: 64 << 20,
-    });
-    if (res.error) throw res.error;
-    if (res.status !== 0) {
-      const out = `${res.stdout || ''}${res.stderr || ''}`.trim().split('\n').slice(-25).join('\n');
-      throw new Error(`node-gyp rebuild exited with ${res.status === null ? res.signal : res.status}:\n${out}`);
-    }
+    rebuild(nodeGyp, fuseDir);
     if (!binaryIsPatched(addon)) throw new Error(`${addon} was not rebuilt from the patched source`);
     // binding.gyp's "postinstall" target copies the bundled libfuse.so next to the addon.
     if (!fs.existsSync(libfuse)) {

@@ -214,20 +214,31 @@ test.serial('--idle-unmount unmounts an unused volume and the daemon exits', asy
   );
 });
 
-test.serial('extended attributes are refused with ENOTSUP (not EPERM), and writes still work', async (t) => {
+test.serial('without native/darefs_sys: extended attributes are refused with ENOTSUP (not EPERM), FIFOs still work, sockets get EPERM', async (t) => {
   t.timeout(60_000);
   await withMount(
     t,
-    darefsMount(['--ncrypt']),
+    darefsMount(['--ncrypt'], { DAREFS_NO_NATIVE: '1' }),
     async (m) => {
       const file = path.join(m.mountpoint, 'a.txt');
-      const script = `import os, sys\nfor f in (lambda: os.setxattr(sys.argv[1], 'user.k', b'v'), lambda: os.getxattr(sys.argv[1], 'user.k')):\n  try:\n    f(); print('ok')\n  except OSError as e:\n    print(e.errno)\n`;
+      const script = [
+        'import os, stat, sys',
+        'd = sys.argv[1]',
+        'for f in (lambda: os.setxattr(d + "/a.txt", "user.k", b"v"), lambda: os.getxattr(d + "/a.txt", "user.k"),',
+        '          lambda: os.mknod(d + "/fifo", stat.S_IFIFO | 0o600), lambda: os.mknod(d + "/sock", stat.S_IFSOCK | 0o600)):',
+        '  try:',
+        '    f(); print("ok")',
+        '  except OSError as e:',
+        '    print(e.errno)',
+      ].join('\n');
       const out = await new Promise<string>((resolve, reject) => {
-        execFile('python3', ['-c', script, file], { timeout: 20_000 }, (err, stdout) => (err ? reject(err) : resolve(String(stdout))));
+        execFile('python3', ['-c', script, m.mountpoint], { timeout: 20_000 }, (err, stdout) => (err ? reject(err) : resolve(String(stdout))));
       });
-      t.deepEqual(out.trim().split('\n'), ['95', '95']);
+      t.deepEqual(out.trim().split('\n'), ['95', '95', 'ok', '1']);
+      t.true((await fsp.lstat(path.join(m.mountpoint, 'fifo'))).isFIFO());
       await fsp.appendFile(file, 'more\n');
       t.is(await fsp.readFile(file, 'utf8'), 'x\nmore\n');
+      t.regex(m.output(), /native\/darefs_sys not loaded \(DAREFS_NO_NATIVE is set\)/);
     },
     {
       setup: async (dirs) => {

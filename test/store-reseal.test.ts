@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Cipher, HEADER_SIZE, MAX_PACKAGE, MAX_PAYLOAD, PREFIX_SIZE, Version, cipherSize, packageIndex, packageOffset } from '../src/dare';
 import { TEMP_PREFIX } from '../src/store';
+import { loadSysCalls, splitNames } from '../src/sys';
 import {
   Rng,
   SETTINGS_KEEP_V20,
@@ -239,6 +240,33 @@ test('keep-2.0 mode: every flush with changes writes a whole new 2.0 stream via 
     t.is(vol.counters.rewrites, 3);
     t.is(renamesInto(dir).length - renamesBefore, 3);
     t.deepEqual(tempLeftovers(dir), []);
+  }
+});
+
+test('a stream rewrite (2.0 converted, or kept 2.0) carries the extended attributes to the new inode', async (t) => {
+  const loaded = loadSysCalls();
+  if (!loaded.calls) return t.fail(`native/darefs_sys is needed: ${loaded.reason}`);
+  const sys = loaded.calls;
+  const rng = new Rng(seedFor(0x5ea10007));
+  const dir = tempDir(t, 'xattr20');
+  const mk = masterKeys(rng.bytes(32));
+  for (const settings of [SETTINGS_V10, SETTINGS_KEEP_V20]) {
+    const cipherPath = path.join(dir, `x-${settings.convert2to1}.bin`);
+    const content = rng.bytes(P + 77);
+    await writeStreamFile(cipherPath, content, mk, Version.V20);
+    sys.lsetxattr(cipherPath, 'user.mime', Buffer.from('text/plain'), 0);
+    sys.lsetxattr(cipherPath, 'user.empty', Buffer.alloc(0), 0);
+    const ino = fs.statSync(cipherPath).ino;
+    const vol = makeVolume(mk.keys, { settings });
+    const file = await vol.open(cipherPath, 'x');
+    await file.write(5, Buffer.from('Z'));
+    content[5] = 'Z'.charCodeAt(0);
+    await vol.release(file);
+    t.not(fs.statSync(cipherPath).ino, ino, 'rewritten into a new inode');
+    await inspectCipherFile(cipherPath, mk, content);
+    t.is(sys.lgetxattr(cipherPath, 'user.mime').toString(), 'text/plain');
+    t.is(sys.lgetxattr(cipherPath, 'user.empty').length, 0);
+    t.deepEqual(splitNames(sys.llistxattr(cipherPath)).filter((n) => n.startsWith('user.')).sort(), ['user.empty', 'user.mime']);
   }
 });
 

@@ -18,6 +18,9 @@ export function toErrno(err: unknown): number {
     const n = (os.constants.errno as Record<string, number>)[code];
     if (typeof n === 'number') return -n;
   }
+  // Errors from native/darefs_sys carry the errno itself even when its code has no name there.
+  const errno = typeof err === 'object' && err !== null ? (err as NodeJS.ErrnoException).errno : undefined;
+  if (typeof errno === 'number' && errno < 0) return errno;
   return Errno.EIO;
 }
 

@@ -414,6 +414,51 @@ function darefsFuseClass(): DarefsFuseClass {
       ops.utimens(p, atime, mtime, (err) => signal(err));
     }
 
+    /**
+     * Stock fuse-native copies as much of the value as fits and still answers its full length,
+     * which libfuse then sends from a buffer that short. A value longer than the caller's buffer
+     * is ERANGE; a size query (empty buffer) gets the length.
+     */
+    _op_getxattr(signal: Signal, p: string, name: string, valueBuf: Buffer, position: number): void {
+      const getxattr = this.ops.getxattr;
+      if (!getxattr) {
+        signal(Errno.ENOSYS, valueBuf.buffer);
+        return;
+      }
+      getxattr(p, name, position, (err, value) => {
+        if (err) signal(err, valueBuf.buffer);
+        else if (!value) signal(Errno.ENODATA, valueBuf.buffer);
+        else if (valueBuf.length === 0) signal(value.length, valueBuf.buffer);
+        else if (value.length > valueBuf.length) signal(Errno.ERANGE, valueBuf.buffer);
+        else {
+          value.copy(valueBuf);
+          signal(value.length, valueBuf.buffer);
+        }
+      });
+    }
+
+    /** As getxattr: the exact size for a size query (stock adds 128 bytes), ERANGE when short. */
+    _op_listxattr(signal: Signal, p: string, listBuf: Buffer): void {
+      const listxattr = this.ops.listxattr;
+      if (!listxattr) {
+        signal(Errno.ENOSYS, listBuf.buffer);
+        return;
+      }
+      listxattr(p, (err, names) => {
+        if (err || !names) {
+          signal(err || Errno.EIO, listBuf.buffer);
+          return;
+        }
+        const list = Buffer.from(names.map((n) => `${n}\0`).join(''), 'utf8');
+        if (listBuf.length === 0) signal(list.length, listBuf.buffer);
+        else if (list.length > listBuf.length) signal(Errno.ERANGE, listBuf.buffer);
+        else {
+          list.copy(listBuf);
+          signal(list.length, listBuf.buffer);
+        }
+      });
+    }
+
     /** The C side passes (path, fh, flags); stock fuse-native hands fh over as flags. */
     _op_opendir(signal: Signal, p: string, _fh: number, flags: number): void {
       const opendir = this.ops.opendir;

@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { DareError } from '../dare';
 import { CipherFile, fsyncDirectory, ReadOnlyError, Volume } from '../store';
+import { loadSysCalls, splitNames } from '../sys';
 import { toFuseStat, toFuseStatfs } from './attrs';
 import { isProblem, toErrno } from './errno';
 import { Logger } from './logger';
@@ -22,6 +23,11 @@ interface Handle {
 const O_ACCMODE = 3;
 const S_IFMT = 0o170000;
 const S_IFIFO = 0o010000;
+const S_IFREG = 0o100000;
+
+function isUserAttr(name: string): boolean {
+  return name.startsWith('user.');
+}
 
 /**
  * The FUSE operations. Metadata calls go to the cipher directory with synchronous fs calls: on
@@ -31,6 +37,10 @@ const S_IFIFO = 0o010000;
  */
 export function createOperations(ctx: OperationsContext): FuseOperations {
   const { volume, paths, log } = ctx;
+  const loaded = loadSysCalls();
+  const sys = loaded.calls;
+  const sysMissing = loaded.calls ? '' : loaded.reason;
+  if (!sys) log.info(`native/darefs_sys not loaded (${sysMissing}): no extended attributes; mknod makes FIFOs only`);
   const handles = new Map<number, Handle>();
   let nextHandle = 1;
 
@@ -261,28 +271,49 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('link', newPath, cb, () => fs.linkSync(guardChange(existing, existing), guardChange(newPath, newPath)));
     },
 
-    mknod(path, mode, _dev, cb) {
+    mknod(path, mode, dev, cb) {
       run('mknod', path, cb, async () => {
         const cipherPath = guardChange(path, path);
-        if ((mode & S_IFMT) !== S_IFIFO) throw Object.assign(new Error('only FIFOs can be made'), { code: 'EPERM' });
+        // libfuse makes regular files through create(), so only special files arrive here.
+        if ((mode & S_IFMT) === S_IFREG) throw Object.assign(new Error('regular files are made by create'), { code: 'EINVAL' });
+        if (sys) {
+          // dev arrives in the kernel's 32-bit encoding (new_encode_dev): 12-bit major, 20-bit minor.
+          sys.mknod(cipherPath, mode, (dev & 0xfff00) >>> 8, (dev & 0xff) | ((dev >>> 12) & 0xfff00));
+          return;
+        }
+        if ((mode & S_IFMT) !== S_IFIFO) throw Object.assign(new Error(`only FIFOs can be made (${sysMissing})`), { code: 'EPERM' });
         await mkfifo(cipherPath, mode & 0o7777);
       });
     },
 
-    // Node has no xattr calls, so extended attributes are not supported. ENOSYS (not the EPERM
-    // fuse-native answers for a missing handler) makes the kernel stop asking: otherwise every
-    // write(2) costs an extra getxattr("security.capability") round trip, and ls -l one per file.
-    getxattr(_path, _name, _position, cb) {
-      cb(Errno.ENOSYS);
+    // Extended attributes pass through to the cipher file, in the user namespace only (as
+    // gocryptfs does): security.* and system.* (capabilities, ACLs) would be stored but not
+    // enforced by this mount, and trusted.* is the daemon's. Without the addon, ENOSYS (not the
+    // EPERM fuse-native answers for a missing handler) makes the kernel stop asking at once.
+    getxattr(path, name, _position, cb) {
+      if (!sys) return cb(Errno.ENOSYS);
+      if (!isUserAttr(name)) return cb(Errno.ENODATA);
+      run('getxattr', path, cb, () => sys.lgetxattr(visible(path), name));
     },
-    listxattr(_path, cb) {
-      cb(Errno.ENOSYS);
+    listxattr(path, cb) {
+      if (!sys) return cb(Errno.ENOSYS);
+      run('listxattr', path, cb, () => splitNames(sys.llistxattr(visible(path))).filter(isUserAttr));
     },
-    setxattr(_path, _name, _value, _position, _flags, cb) {
-      cb(Errno.ENOSYS);
+    setxattr(path, name, value, _position, flags, cb) {
+      if (!sys) return cb(Errno.ENOSYS);
+      run('setxattr', path, cb, () => {
+        const cipherPath = guardChange(path, path);
+        if (!isUserAttr(name)) throw Object.assign(new Error(`${name}: only user.* attributes are kept`), { code: 'EOPNOTSUPP' });
+        sys.lsetxattr(cipherPath, name, value, flags);
+      });
     },
-    removexattr(_path, _name, cb) {
-      cb(Errno.ENOSYS);
+    removexattr(path, name, cb) {
+      if (!sys) return cb(Errno.ENOSYS);
+      run('removexattr', path, cb, () => {
+        const cipherPath = guardChange(path, path);
+        if (!isUserAttr(name)) throw Object.assign(new Error(`${name}: no such attribute`), { code: 'ENODATA' });
+        sys.lremovexattr(cipherPath, name);
+      });
     },
 
     chmod(path, mode, cb) {

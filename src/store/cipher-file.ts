@@ -20,6 +20,7 @@ import {
   sealPackage,
   verifyHeader,
 } from '../dare';
+import { loadSysCalls } from '../sys';
 import { ClosedFileError, ReadOnlyError } from './errors';
 import * as io from './io';
 import type { Journal, JournalEntry } from './journal';
@@ -642,12 +643,15 @@ export class CipherFile {
           batchBytes = 0;
         }
       }
-      io.fsyncSync(fd, tmp);
+      // The new inode takes the old one's owner and extended attributes, before the fsync that
+      // makes it durable.
       try {
         fs.fchownSync(fd, old.uid, old.gid);
       } catch {
         // Only root may give files away; keeping our own ownership is the fallback.
       }
+      loadSysCalls().calls?.fcopyxattrs(this.fd, fd);
+      io.fsyncSync(fd, tmp);
       if (this.unlinked) io.unlinkSync(tmp);
       else {
         io.renameSync(tmp, this.cipherPath);

@@ -18,10 +18,11 @@ export function logfile(dirs: MountDirs): string {
 }
 
 /** `darefs mount -f` over the test dirs, password from a file (never argv). */
-export function darefsMount(extra: string[] = []): (dirs: MountDirs) => DaemonSpec {
+export function darefsMount(extra: string[] = [], env?: NodeJS.ProcessEnv): (dirs: MountDirs) => DaemonSpec {
   return (dirs) => ({
     command: process.execPath,
     args: [CLI, 'mount', '-f', '--passfile', passfile(dirs), ...extra, dirs.cipherDir, dirs.mountpoint],
+    env: env && { ...process.env, ...env },
   });
 }
 

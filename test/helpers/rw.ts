@@ -38,6 +38,9 @@ const PACKAGE_OF: Record<string, string> = {
   cp: 'coreutils',
   cat: 'coreutils',
   sh: 'dash',
+  setfattr: 'attr',
+  getfattr: 'attr',
+  python3: 'python3',
 };
 
 export interface RunResult {

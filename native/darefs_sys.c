@@ -1,0 +1,244 @@
+/*
+ * darefs_sys: the few Linux calls Node.js does not offer and darefs needs on the cipher
+ * directory: extended attributes (l*xattr: never follow a symlink, as FUSE hands us the link
+ * itself) and mknod (sockets and device nodes; Node can only make FIFOs through a child).
+ *
+ * Every function is synchronous, like the fs calls the FUSE operations already use on the local
+ * cipher directory, and throws an Error shaped like Node's fs errors ({ code, errno, syscall,
+ * path }) so that darefs's single errno mapping handles it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <node_api.h>
+
+#define MAX_PATH 4096
+#define MAX_NAME 256
+#define MAX_VALUE 65536
+#define MAX_LIST 65536
+
+static const char *errno_code(int e) {
+  switch (e) {
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case ENOTDIR: return "ENOTDIR";
+    case EEXIST: return "EEXIST";
+    case ENODATA: return "ENODATA";
+    case ENOTSUP: return "ENOTSUP";
+    case ERANGE: return "ERANGE";
+    case E2BIG: return "E2BIG";
+    case ENOSPC: return "ENOSPC";
+    case EDQUOT: return "EDQUOT";
+    case EROFS: return "EROFS";
+    case EINVAL: return "EINVAL";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case ELOOP: return "ELOOP";
+    case EIO: return "EIO";
+    case ENOMEM: return "ENOMEM";
+    case EFAULT: return "EFAULT";
+    default: return "EUNKNOWN";
+  }
+}
+
+/* Throws { message, code, errno (negative, as Node's fs errors), syscall, path }. */
+static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
+  char msg[MAX_PATH + 128];
+  snprintf(msg, sizeof msg, "%s: %s, %s '%s'", errno_code(e), strerror(e), syscall, path);
+  napi_value message, err, v;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, NULL, message, &err);
+  napi_create_string_utf8(env, errno_code(e), NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, err, "code", v);
+  napi_create_int32(env, -e, &v);
+  napi_set_named_property(env, err, "errno", v);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, err, "syscall", v);
+  napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, err, "path", v);
+  napi_throw(env, err);
+  return NULL;
+}
+
+static napi_value throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, NULL, msg);
+  return NULL;
+}
+
+/* Copies a JS string argument into buf; false (with a TypeError thrown) if it is not one or is too long. */
+static int get_string(napi_env env, napi_value v, char *buf, size_t cap, const char *what) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
+    throw_type(env, what);
+    return 0;
+  }
+  if (len + 1 > cap) {
+    throw_type(env, what);
+    return 0;
+  }
+  napi_get_value_string_utf8(env, v, buf, cap, &len);
+  return 1;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < want) {
+    throw_type(env, "darefs_sys: missing arguments");
+    return 0;
+  }
+  return 1;
+}
+
+/* The first n bytes of buf as a new Buffer, or the call's errno thrown (n < 0); frees buf. */
+static napi_value buffer_result(napi_env env, char *buf, ssize_t n, const char *syscall, const char *path) {
+  if (n < 0) {
+    int e = errno;
+    free(buf);
+    return throw_errno(env, e, syscall, path);
+  }
+  napi_value out;
+  void *data;
+  napi_create_buffer_copy(env, (size_t) n, buf, &data, &out);
+  free(buf);
+  return out;
+}
+
+/* lgetxattr(path, name) -> Buffer; throws ENODATA when the attribute does not exist. */
+static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char path[MAX_PATH], name[MAX_NAME];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  if (!get_string(env, argv[0], path, sizeof path, "lgetxattr: path must be a string")) return NULL;
+  if (!get_string(env, argv[1], name, sizeof name, "lgetxattr: bad attribute name")) return NULL;
+  /* Values are at most 64 KiB on Linux (XATTR_SIZE_MAX): one call with a full buffer, no size race. */
+  char *buf = malloc(MAX_VALUE);
+  if (!buf) return throw_errno(env, ENOMEM, "lgetxattr", path);
+  return buffer_result(env, buf, lgetxattr(path, name, buf, MAX_VALUE), "lgetxattr", path);
+}
+
+/* lsetxattr(path, name, value: Buffer, flags) -> undefined */
+static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char path[MAX_PATH], name[MAX_NAME];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  if (!get_string(env, argv[0], path, sizeof path, "lsetxattr: path must be a string")) return NULL;
+  if (!get_string(env, argv[1], name, sizeof name, "lsetxattr: bad attribute name")) return NULL;
+  void *value = NULL;
+  size_t size = 0;
+  bool is_buffer = false;
+  napi_is_buffer(env, argv[2], &is_buffer);
+  if (!is_buffer) return throw_type(env, "lsetxattr: value must be a Buffer");
+  napi_get_buffer_info(env, argv[2], &value, &size);
+  int32_t flags = 0;
+  if (napi_get_value_int32(env, argv[3], &flags) != napi_ok) return throw_type(env, "lsetxattr: flags must be a number");
+  if (lsetxattr(path, name, size ? value : "", size, flags) != 0) return throw_errno(env, errno, "lsetxattr", path);
+  return NULL;
+}
+
+/* llistxattr(path) -> Buffer of NUL-terminated names */
+static napi_value js_llistxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char path[MAX_PATH];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  if (!get_string(env, argv[0], path, sizeof path, "llistxattr: path must be a string")) return NULL;
+  char *buf = malloc(MAX_LIST);
+  if (!buf) return throw_errno(env, ENOMEM, "llistxattr", path);
+  return buffer_result(env, buf, llistxattr(path, buf, MAX_LIST), "llistxattr", path);
+}
+
+/* lremovexattr(path, name) -> undefined */
+static napi_value js_lremovexattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char path[MAX_PATH], name[MAX_NAME];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  if (!get_string(env, argv[0], path, sizeof path, "lremovexattr: path must be a string")) return NULL;
+  if (!get_string(env, argv[1], name, sizeof name, "lremovexattr: bad attribute name")) return NULL;
+  if (lremovexattr(path, name) != 0) return throw_errno(env, errno, "lremovexattr", path);
+  return NULL;
+}
+
+/* mknod(path, mode, major, minor) -> undefined */
+static napi_value js_mknod(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char path[MAX_PATH];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  if (!get_string(env, argv[0], path, sizeof path, "mknod: path must be a string")) return NULL;
+  uint32_t mode = 0, major_ = 0, minor_ = 0;
+  if (napi_get_value_uint32(env, argv[1], &mode) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &major_) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &minor_) != napi_ok) {
+    return throw_type(env, "mknod: mode, major and minor must be numbers");
+  }
+  if (mknod(path, (mode_t) mode, makedev(major_, minor_)) != 0) return throw_errno(env, errno, "mknod", path);
+  return NULL;
+}
+
+/*
+ * fcopyxattrs(fromFd, toFd) -> number copied. For a file rewritten into a new inode (temporary
+ * file renamed over the old one): every attribute goes along. Names outside user.* that this
+ * process may not set (security.*, trusted.* without privilege) are skipped; anything else that
+ * fails throws, so a rewrite never silently drops a user's attribute.
+ */
+static napi_value js_fcopyxattrs(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int32_t from = -1, to = -1;
+  if (napi_get_value_int32(env, argv[0], &from) != napi_ok || napi_get_value_int32(env, argv[1], &to) != napi_ok) {
+    return throw_type(env, "fcopyxattrs: file descriptors must be numbers");
+  }
+  char *list = malloc(MAX_LIST);
+  char *value = malloc(MAX_VALUE);
+  if (!list || !value) {
+    free(list);
+    free(value);
+    return throw_errno(env, ENOMEM, "fcopyxattrs", "");
+  }
+  int copied = 0;
+  ssize_t n = flistxattr(from, list, MAX_LIST);
+  if (n < 0) {
+    int e = errno;
+    free(list);
+    free(value);
+    if (e == ENOTSUP) return NULL;
+    return throw_errno(env, e, "flistxattr", "");
+  }
+  for (char *name = list; name < list + n; name += strlen(name) + 1) {
+    int user = strncmp(name, "user.", 5) == 0;
+    ssize_t len = fgetxattr(from, name, value, MAX_VALUE);
+    if (len < 0 || fsetxattr(to, name, value, (size_t) len, 0) != 0) {
+      int e = errno;
+      if (!user && (e == EPERM || e == EACCES || e == ENOTSUP || e == ENODATA)) continue;
+      free(list);
+      free(value);
+      return throw_errno(env, e, len < 0 ? "fgetxattr" : "fsetxattr", name);
+    }
+    copied++;
+  }
+  free(list);
+  free(value);
+  napi_value out;
+  napi_create_int32(env, copied, &out);
+  return out;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    { "lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "lsetxattr", NULL, js_lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "llistxattr", NULL, js_llistxattr, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "lremovexattr", NULL, js_lremovexattr, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "fcopyxattrs", NULL, js_fcopyxattrs, NULL, NULL, NULL, napi_enumerable, NULL },
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,74 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/**
+ * The Linux calls Node's fs lacks, from darefs's own addon (native/darefs_sys.c, built at
+ * install by scripts/build-native.js). Synchronous, like the other metadata calls on the local
+ * cipher directory; failures throw errors shaped like Node's fs errors (`code`, `errno`,
+ * `syscall`, `path`). Never follows a symlink.
+ */
+export interface SysCalls {
+  /** The value; throws ENODATA when there is no such attribute. */
+  lgetxattr(file: string, name: string): Buffer;
+  /** flags: 0, XATTR_CREATE or XATTR_REPLACE. */
+  lsetxattr(file: string, name: string, value: Buffer, flags: number): void;
+  /** The names, NUL-terminated one after another, as the kernel lists them. */
+  llistxattr(file: string): Buffer;
+  lremovexattr(file: string, name: string): void;
+  mknod(file: string, mode: number, major: number, minor: number): void;
+  /**
+   * Copies every extended attribute of one open file to another (a stream rewritten into a new
+   * inode keeps them); skips the ones outside user.* this process may not set. Returns the count.
+   */
+  fcopyxattrs(fromFd: number, toFd: number): number;
+}
+
+export const XATTR_CREATE = 1;
+export const XATTR_REPLACE = 2;
+
+/** Where scripts/build-native.js puts the addon: native/ at the repository root, above src/ or dist/src/. */
+export const ADDON_PATH = path.join(repoRoot(__dirname), 'native', 'build', 'Release', 'darefs_sys.node');
+
+function repoRoot(from: string): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'native', 'binding.gyp'))) return dir;
+    if (path.dirname(dir) === dir) return path.resolve(from, '..', '..', '..');
+  }
+}
+
+type Loaded = { calls: SysCalls } | { calls: undefined; reason: string };
+let loaded: Loaded | undefined;
+
+/**
+ * The addon, or undefined with the reason it is missing. DAREFS_NO_NATIVE=1 pretends it is
+ * missing (to test and to compare the fallbacks).
+ */
+export function loadSysCalls(): Loaded {
+  if (loaded) return loaded;
+  if (process.env['DAREFS_NO_NATIVE']) {
+    loaded = { calls: undefined, reason: 'DAREFS_NO_NATIVE is set' };
+  } else if (!fs.existsSync(ADDON_PATH)) {
+    loaded = { calls: undefined, reason: `${ADDON_PATH} was not built (run: node scripts/build-native.js)` };
+  } else {
+    try {
+      const mod = { exports: {} as SysCalls };
+      process.dlopen(mod, ADDON_PATH);
+      loaded = { calls: mod.exports };
+    } catch (err) {
+      loaded = { calls: undefined, reason: `cannot load ${ADDON_PATH}: ${err instanceof Error ? err.message : String(err)}` };
+    }
+  }
+  return loaded;
+}
+
+/** Splits llistxattr's NUL-terminated list. */
+export function splitNames(list: Buffer): string[] {
+  const names: string[] = [];
+  let start = 0;
+  for (let i = 0; i < list.length; i++) {
+    if (list[i] !== 0) continue;
+    if (i > start) names.push(list.toString('utf8', start, i));
+    start = i + 1;
+  }
+  return names;
+}
