@@ -1,7 +1,8 @@
 /*
  * darefs_sys: the few Linux calls Node.js does not offer and darefs needs on the cipher
  * directory: extended attributes (l*xattr: never follow a symlink, as FUSE hands us the link
- * itself) and mknod (sockets and device nodes; Node can only make FIFOs through a child).
+ * itself), mknod (sockets and device nodes; Node can only make FIFOs through a child), and
+ * utimensat to the nanosecond.
  *
  * Every function is synchronous, like the fs calls the FUSE operations already use on the local
  * cipher directory, and throws an Error shaped like Node's fs errors ({ code, errno, syscall,
@@ -9,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +183,27 @@ static napi_value js_mknod(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * lutimens(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec) -> undefined. utimensat without
+ * following a symlink, to the nanosecond (Node's lutimes stops at microseconds); a tv_nsec of
+ * UTIME_NOW or UTIME_OMIT passes through to the kernel as such.
+ */
+static napi_value js_lutimens(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  char path[MAX_PATH];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  if (!get_string(env, argv[0], path, sizeof path, "lutimens: path must be a string")) return NULL;
+  int64_t asec = 0, msec = 0;
+  uint32_t ansec = 0, mnsec = 0;
+  if (napi_get_value_int64(env, argv[1], &asec) != napi_ok || napi_get_value_uint32(env, argv[2], &ansec) != napi_ok ||
+      napi_get_value_int64(env, argv[3], &msec) != napi_ok || napi_get_value_uint32(env, argv[4], &mnsec) != napi_ok) {
+    return throw_type(env, "lutimens: times must be numbers");
+  }
+  struct timespec ts[2] = { { .tv_sec = (time_t) asec, .tv_nsec = ansec }, { .tv_sec = (time_t) msec, .tv_nsec = mnsec } };
+  if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) return throw_errno(env, errno, "utimensat", path);
+  return NULL;
+}
+
+/*
  * fcopyxattrs(fromFd, toFd) -> number copied. For a file rewritten into a new inode (temporary
  * file renamed over the old one): every attribute goes along. Names outside user.* that this
  * process may not set (security.*, trusted.* without privilege) are skipped; anything else that
@@ -236,6 +259,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "lremovexattr", NULL, js_lremovexattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fcopyxattrs", NULL, js_fcopyxattrs, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "lutimens", NULL, js_lutimens, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

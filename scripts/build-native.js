@@ -40,7 +40,7 @@ function sourceHash() {
 
 function checkLoads() {
   const code = `const m = { exports: {} }; process.dlopen(m, ${JSON.stringify(addon)});
-    for (const f of ['lgetxattr', 'lsetxattr', 'llistxattr', 'lremovexattr', 'mknod', 'fcopyxattrs'])
+    for (const f of ['lgetxattr', 'lsetxattr', 'llistxattr', 'lremovexattr', 'mknod', 'fcopyxattrs', 'lutimens'])
       if (typeof m.exports[f] !== 'function') throw new Error('missing ' + f);`;
   const res = childProcess.spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', timeout: 60_000 });
   if (res.status !== 0) throw new Error(`the addon does not load: ${(res.stderr || res.error || '').toString().trim()}`);

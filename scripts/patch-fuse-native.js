@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /*
- * postinstall: patch fuse-native@2.2.6's C code so `utimens` reaches JavaScript exactly and
- * getxattr has a fast path, and rebuild the addon.
+ * postinstall: patch fuse-native@2.2.6's C code so times pass exactly both ways (utimens, stat)
+ * and getxattr has a fast path, and rebuild the addon.
  *
  * Stock 2.2.6 converts both times to milliseconds and then passes the ATIME twice, so a handler
  * never sees the mtime and loses nanoseconds; and it does not set libfuse 2.9's
@@ -12,6 +12,9 @@
  * tv_nsec (uint32: 0..999999999, or UTIME_NOW = 2^30-1 / UTIME_OMIT = 2^30-2); and the addon
  * exports `darefs_utimens_ns = 1` so darefs can tell the patched binary from the stock one
  * (src/fuse/native.ts).
+ *
+ * Stat times go from JS to C as signed 64-bit nanoseconds (stock: unsigned milliseconds), and
+ * the addon exports `darefs_stat_ns = 1`.
  *
  * Also: getxattr answers ENODATA for any name outside user.* in C, without the hop into
  * JavaScript (darefs keeps only user.* attributes; the kernel asks for security.capability before
@@ -109,9 +112,32 @@ const HUNKS = [
       '  l->path = path;\n',
   },
   {
+    // Stock stat times are unsigned milliseconds: no sub-millisecond part, nothing before 1970.
+    // Patched: signed 64-bit nanoseconds since the epoch (1678..2262), exact. darefs_stat_ns
+    // tells JS which encoding to send (src/fuse/native.ts toStatArray).
+    name: 'stat times: signed 64-bit nanoseconds',
+    from:
+      'static void uint32s_to_timespec (struct timespec* ts, uint32_t** ints) {\n' +
+      '  uint64_t ms = uint32s_to_uint64(ints);\n' +
+      '  ts->tv_sec = ms / 1000;\n' +
+      '  ts->tv_nsec = (ms % 1000) * 1000000;\n' +
+      '}\n',
+    to:
+      '/* darefs patch: stat times arrive as signed 64-bit nanoseconds since the epoch. */\n' +
+      'static const uint32_t darefs_stat_ns = 1;\n' +
+      '\n' +
+      'static void uint32s_to_timespec (struct timespec* ts, uint32_t** ints) {\n' +
+      '  int64_t ns = (int64_t) uint32s_to_uint64(ints);\n' +
+      '  int64_t sec = ns / 1000000000, rem = ns % 1000000000;\n' +
+      '  if (rem < 0) { rem += 1000000000; sec -= 1; }\n' +
+      '  ts->tv_sec = sec;\n' +
+      '  ts->tv_nsec = rem;\n' +
+      '}\n',
+  },
+  {
     name: 'export the encoding marker',
     from: '  NAPI_EXPORT_UINT32(op_utimens)\n',
-    to: '  NAPI_EXPORT_UINT32(op_utimens)\n  NAPI_EXPORT_UINT32(darefs_utimens_ns)\n',
+    to: '  NAPI_EXPORT_UINT32(op_utimens)\n  NAPI_EXPORT_UINT32(darefs_utimens_ns)\n  NAPI_EXPORT_UINT32(darefs_stat_ns)\n',
   },
 ];
 

@@ -1,18 +1,20 @@
 /**
  * utimens end to end: fuse-native patched at install (scripts/patch-fuse-native.js) passes atime
  * and mtime exactly (seconds, nanoseconds, UTIME_NOW / UTIME_OMIT) to FuseMount, which decodes
- * them (src/fuse/native.ts); darefs applies them to the cipher file with lutimes.
+ * them (src/fuse/native.ts); darefs applies them to the cipher file with utimensat (its addon,
+ * native/darefs_sys). The patched binary also takes stat times as exact nanoseconds.
  *
  * Precision, as measured here:
  * - what the handler receives: exact nanoseconds (memfs fixture records it);
- * - the cipher file: microseconds (Node's lutimes takes float seconds; libuv truncates to µs);
- * - stat through the mount: milliseconds (fuse-native's getattr stat array carries ms).
+ * - the cipher file: nanoseconds (microseconds without the addon: Node's lutimes takes float
+ *   seconds and libuv truncates to µs);
+ * - stat through the mount: nanoseconds (stock fuse-native: milliseconds).
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { decodeStockUtimensMs, decodeTimespec, fuseUtimensExact } from '../src/fuse/native';
+import { decodeStockUtimensMs, decodeTimespec, fuseStatExact, fuseUtimensExact } from '../src/fuse/native';
 import { UTIME_NOW, UTIME_OMIT } from '../src/fuse/native-types';
 import { darefsMount, writeNcryptFile, writePassfile } from './helpers/darefs';
 import { assertNoFuseMountsLeft, cleanupLeftovers, withMount, type DaemonSpecFactory } from './helpers/mount';
@@ -40,9 +42,8 @@ async function times(file: string): Promise<{ atime: bigint; mtime: bigint }> {
   return { atime: st.atimeNs, mtime: st.mtimeNs };
 }
 
-/** Truncated to whole µs / ms, as in the precision notes above. */
+/** Truncated to whole µs, as the fallback without the addon stores it. */
 const us = (ns: bigint): bigint => (ns / 1000n) * 1000n;
-const ms = (ns: bigint): bigint => (ns / 1_000_000n) * 1_000_000n;
 
 async function lastUtimens(mnt: string): Promise<string | undefined> {
   const stats = JSON.parse(await fsp.readFile(path.join(mnt, '.stats'), 'utf8')) as { utimens: string[] };
@@ -56,6 +57,7 @@ test.after.always(async () => {
 test('the loaded fuse-native is the patched build (npm install ran scripts/patch-fuse-native.js)', (t) => {
   t.timeout(10_000);
   t.true(fuseUtimensExact(), 'fuse-native unpatched: run `node scripts/patch-fuse-native.js`');
+  t.true(fuseStatExact(), 'fuse-native built from an older patch: run `node scripts/patch-fuse-native.js`');
 });
 
 test('decodeTimespec: 64-bit seconds, nanoseconds, UTIME_NOW, UTIME_OMIT; stock ms fallback', (t) => {
@@ -106,7 +108,7 @@ test.serial('memfs: the handler gets both times to the nanosecond, and NOW / OMI
   });
 });
 
-test.serial('darefs: touch -d / -m / -a / now / -h through the mount, checked on the cipher files', async (t) => {
+test.serial('darefs: touch -d / -m / -a / now / -h through the mount, exact to the nanosecond on the cipher files and through the mount', async (t) => {
   t.timeout(120_000);
   await withMount(
     t,
@@ -114,32 +116,34 @@ test.serial('darefs: touch -d / -m / -a / now / -h through the mount, checked on
     async (m) => {
       const f = path.join(m.mountpoint, 'f');
       const cf = path.join(m.cipherDir, 'f');
+      const both = async (want: { atime: bigint; mtime: bigint }, what: string): Promise<void> => {
+        t.deepEqual(await times(cf), want, `cipher file: ${what}`);
+        t.deepEqual(await times(f), want, `through the mount: ${what}`);
+      };
 
       // Both times from a fractional date.
       await touch('-d', '2020-01-01 00:00:00.123456789', f);
       const want = T2020 * NS + 123456789n;
-      t.deepEqual(await times(cf), { atime: us(want), mtime: us(want) }, 'cipher file: µs');
-      t.deepEqual(await times(f), { atime: ms(want), mtime: ms(want) }, 'through the mount: ms');
-      t.is((await run('stat', ['-c', '%x|%y', cf])).trim(), '2020-01-01 00:00:00.123456000 +0000|2020-01-01 00:00:00.123456000 +0000');
+      await both({ atime: want, mtime: want }, '-d');
+      t.is((await run('stat', ['-c', '%x|%y', cf])).trim(), '2020-01-01 00:00:00.123456789 +0000|2020-01-01 00:00:00.123456789 +0000');
 
       // -m: mtime only, the atime is kept (UTIME_OMIT). -c: without it touch first opens the file
       // for writing, and darefs reading the cipher header on open bumps the cipher atime
       // (relatime): that is the open path, not utimens.
       const want2 = (T2020 + 3600n) * NS + 987654321n;
       await touch('-c', '-m', '-d', '2020-01-01 01:00:00.987654321', f);
-      t.deepEqual(await times(cf), { atime: us(want), mtime: us(want2) });
-      t.deepEqual(await times(f), { atime: ms(want), mtime: ms(want2) });
+      await both({ atime: want, mtime: want2 }, '-m');
 
       // -a: atime only.
-      const want3 = (T2020 - 86400n) * NS + 1000n;
-      await touch('-c', '-a', '-d', '2019-12-31 00:00:00.000001', f);
-      t.deepEqual(await times(cf), { atime: want3, mtime: us(want2) });
+      const want3 = (T2020 - 86400n) * NS + 1n;
+      await touch('-c', '-a', '-d', '2019-12-31 00:00:00.000000001', f);
+      await both({ atime: want3, mtime: want2 }, '-a');
 
-      // Before 1970: Node's lutimes would turn a negative number into "now".
+      // Before 1970 (stock fuse-native's stat cannot say it; Node's lutimes would make it "now").
       await touch('-d', '1969-12-31 23:59:58.5', f);
-      t.deepEqual(await times(cf), { atime: -1_500_000_000n, mtime: -1_500_000_000n });
+      await both({ atime: -1_500_000_000n, mtime: -1_500_000_000n }, 'before 1970');
 
-      // No date: now.
+      // No date: now, from the kernel's clock.
       const before = BigInt(Date.now()) * 1_000_000n;
       await touch(f);
       const after = BigInt(Date.now()) * 1_000_000n;
@@ -158,12 +162,38 @@ test.serial('darefs: touch -d / -m / -a / now / -h through the mount, checked on
       t.deepEqual(await times(cf), { atime: target, mtime: target }, 'target unchanged');
       t.is(await fsp.readlink(link), 'f');
       t.is(await fsp.readFile(f, 'utf8'), 'plain text');
+
+      // ctime: whatever the cipher inode says, to the nanosecond.
+      t.is((await fsp.lstat(f, { bigint: true })).ctimeNs, (await fsp.lstat(cf, { bigint: true })).ctimeNs);
     },
     {
       setup: async (dirs) => {
         await writePassfile(dirs);
         await writeNcryptFile(path.join(dirs.cipherDir, 'f'), Buffer.from('plain text'));
         await fsp.symlink('f', path.join(dirs.cipherDir, 'link'));
+      },
+    },
+  );
+});
+
+test.serial('darefs without native/darefs_sys: times reach the cipher file to the microsecond (lutimes)', async (t) => {
+  t.timeout(60_000);
+  await withMount(
+    t,
+    darefsMount(['--ncrypt'], { DAREFS_NO_NATIVE: '1' }),
+    async (m) => {
+      const f = path.join(m.mountpoint, 'f');
+      await touch('-d', '2020-01-01 00:00:00.123456789', f);
+      const want = us(T2020 * NS + 123456789n);
+      t.deepEqual(await times(path.join(m.cipherDir, 'f')), { atime: want, mtime: want });
+      t.deepEqual(await times(f), { atime: want, mtime: want });
+      await touch('-c', '-m', '-d', '1969-12-31 23:59:58.5', f);
+      t.deepEqual(await times(f), { atime: want, mtime: -1_500_000_000n });
+    },
+    {
+      setup: async (dirs) => {
+        await writePassfile(dirs);
+        await writeNcryptFile(path.join(dirs.cipherDir, 'f'), Buffer.from('plain text'));
       },
     },
   );

@@ -7,30 +7,31 @@ import { FuseStat, FuseStatfs } from './native-types';
  * size, which comes from the open file when there is one, else from the cipher size (no key).
  * A cipher size no stream can have shows as 0 and is reported by `onInvalid`.
  */
-export function toFuseStat(st: fs.Stats, openSize: number | undefined, onInvalid: () => void): FuseStat {
-  let size = st.size;
+export function toFuseStat(st: fs.BigIntStats, openSize: number | undefined, onInvalid: () => void): FuseStat {
+  let size = Number(st.size);
   if (st.isFile()) {
     if (openSize !== undefined) size = openSize;
     else {
-      const plain = plaintextSizeOrUndefined(st.size);
+      const plain = plaintextSizeOrUndefined(size);
       if (plain === undefined) onInvalid();
       size = plain ?? 0;
     }
   }
   return {
-    mode: st.mode,
+    mode: Number(st.mode),
     size,
-    uid: st.uid,
-    gid: st.gid,
-    nlink: st.nlink,
-    ino: st.ino,
-    dev: st.dev,
-    rdev: st.rdev,
-    blksize: st.blksize,
-    blocks: st.isFile() ? Math.ceil(size / 512) : st.blocks,
-    atime: st.atimeMs,
-    mtime: st.mtimeMs,
-    ctime: st.ctimeMs,
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    nlink: Number(st.nlink),
+    ino: Number(st.ino),
+    dev: Number(st.dev),
+    rdev: Number(st.rdev),
+    blksize: Number(st.blksize),
+    blocks: st.isFile() ? Math.ceil(size / 512) : Number(st.blocks),
+    // Exact: a bigint stat carries the nanoseconds that a Stats' float milliseconds round away.
+    atime: st.atimeNs,
+    mtime: st.mtimeNs,
+    ctime: st.ctimeNs,
   };
 }
 

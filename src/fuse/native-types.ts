@@ -21,8 +21,8 @@ export type ValueCallback<T> = (err: FuseResult, value?: T) => void;
 /** read/write: bytes transferred (>= 0), or a negative errno. */
 export type IoCallback = (bytesOrErrno: number) => void;
 
-/** A time as fuse-native accepts it: a Date, or milliseconds since the epoch. */
-export type FuseTime = Date | number;
+/** A time as fuse-native accepts it: a Date, milliseconds since the epoch, or (bigint) exact nanoseconds since the epoch. */
+export type FuseTime = Date | number | bigint;
 
 /**
  * A time as `utimens` receives it (libfuse's `struct timespec`, decoded): `sec` is the exact
@@ -40,8 +40,8 @@ export const UTIME_OMIT = 0x3ffffffe;
  * The stat fields fuse-native copies (getStatArray). All are optional in fuse-native, with
  * defaults that are easy to trip over: nlink 1, times `Date.now()` (so a missing mtime changes on
  * every getattr), everything else 0. Packed into a Uint32Array: `ino`, `dev`, `rdev`, `uid`, `gid`,
- * `mode`, `blksize` are truncated to 32 bits; `size` and `blocks` carry 53 bits; times carry
- * milliseconds (sub-millisecond precision is lost). `ino` is only used by libfuse with `use_ino`.
+ * `mode`, `blksize` are truncated to 32 bits; `size` and `blocks` carry 53 bits; times are exact
+ * nanoseconds with darefs's patched binary, else milliseconds. `ino` is only used by libfuse with `use_ino`.
  */
 export interface FuseStat {
   mode: number;

@@ -44,6 +44,8 @@ interface FuseBinding {
   fuse_native_unmount(mnt: string, thread: Buffer | null): void;
   /** 1 when built from the source patched by scripts/patch-fuse-native.js; absent in stock 2.2.6. */
   darefs_utimens_ns?: number;
+  /** 1 when the patched binary reads stat times as signed 64-bit nanoseconds (else unsigned ms). */
+  darefs_stat_ns?: number;
 }
 
 interface NodeGypBuild {
@@ -94,6 +96,11 @@ export function loadFuse(): LoadedFuse {
  */
 export function fuseUtimensExact(): boolean {
   return loadFuse().binding.darefs_utimens_ns === 1;
+}
+
+/** True when the loaded binary takes stat times in exact nanoseconds (patched at install). */
+export function fuseStatExact(): boolean {
+  return loadFuse().binding.darefs_stat_ns === 1;
 }
 
 /** fuse-native's own constant, e.g. `fuseNativeErrno('ENOENT') === -2` (used to check `Errno`). */
@@ -261,13 +268,22 @@ function guardOps(ops: FuseOperations, onError: (op: FuseOpName, err: unknown) =
 // the fuse-native subclass
 
 /** fuse-native's getStatArray is private; the layout is fixed by populate_stat in the C code. */
-function toStatArray(stat: FuseStat | undefined): Uint32Array {
+/**
+ * fuse-native's stat array. Times: with the patched binary, signed 64-bit nanoseconds (exact, any
+ * time 1678..2262); stock, unsigned milliseconds.
+ */
+function toStatArray(stat: FuseStat | undefined, nanoseconds: boolean): Uint32Array {
   const ints = new Uint32Array(18);
   const put64 = (i: number, n: number): void => {
     ints[i] = n % 4294967296;
     ints[i + 1] = (n - (n % 4294967296)) / 4294967296;
   };
-  const ms = (t: FuseTime | undefined): number => (t === undefined ? Date.now() : typeof t === 'number' ? t : t.getTime());
+  const putTime = (i: number, t: FuseTime | undefined): void => {
+    const ns = t === undefined ? BigInt(Date.now()) * 1_000_000n : typeof t === 'bigint' ? t : BigInt(Math.round((typeof t === 'number' ? t : t.getTime()) * 1e6));
+    const v = BigInt.asUintN(64, nanoseconds ? ns : ns < 0n ? 0n : ns / 1_000_000n);
+    ints[i] = Number(v & 0xffffffffn);
+    ints[i + 1] = Number(v >> 32n);
+  };
   ints[0] = stat?.mode ?? 0;
   ints[1] = stat?.uid ?? 0;
   ints[2] = stat?.gid ?? 0;
@@ -278,9 +294,9 @@ function toStatArray(stat: FuseStat | undefined): Uint32Array {
   ints[8] = stat?.rdev ?? 0;
   ints[9] = stat?.blksize ?? 0;
   put64(10, stat?.blocks ?? 0);
-  put64(12, Math.floor(ms(stat?.atime)));
-  put64(14, Math.floor(ms(stat?.mtime)));
-  put64(16, Math.floor(ms(stat?.ctime)));
+  putTime(12, stat?.atime);
+  putTime(14, stat?.mtime);
+  putTime(16, stat?.ctime);
   return ints;
 }
 
@@ -334,6 +350,7 @@ let DarefsFuse: DarefsFuseClass | undefined;
 function darefsFuseClass(): DarefsFuseClass {
   if (DarefsFuse) return DarefsFuse;
   const { Fuse, binding } = loadFuse();
+  const statNanoseconds = binding.darefs_stat_ns === 1;
   class Subclass extends Fuse implements DarefsFuseInstance {
     optionString = '';
     mountId: number | undefined = undefined;
@@ -379,12 +396,25 @@ function darefsFuseClass(): DarefsFuseClass {
       );
     }
 
+    /** Stat arrays in the binary's time encoding (stock getStatArray sends milliseconds). */
+    _op_getattr(signal: Signal, p: string): void {
+      const getattr = this.ops.getattr;
+      if (!getattr) {
+        signal(Errno.ENOSYS);
+        return;
+      }
+      getattr(p, (err, stat) => {
+        if (err) signal(err);
+        else signal(0, toStatArray(stat, statNanoseconds));
+      });
+    }
+
     /** Stock fuse-native calls ops.getattr(path) here and drops the handle. */
     _op_fgetattr(signal: Signal, p: string, fd: number): void {
       const ops = this.ops;
       const reply = (err: number, stat?: FuseStat): void => {
         if (err) signal(err);
-        else signal(0, toStatArray(stat));
+        else signal(0, toStatArray(stat, statNanoseconds));
       };
       if (ops.fgetattr) ops.fgetattr(p, fd, reply);
       else if (ops.getattr) ops.getattr(p, reply);

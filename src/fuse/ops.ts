@@ -6,7 +6,7 @@ import { loadSysCalls, splitNames } from '../sys';
 import { toFuseStat, toFuseStatfs } from './attrs';
 import { isProblem, toErrno } from './errno';
 import { Logger } from './logger';
-import { Errno, FuseOperations } from './native-types';
+import { Errno, FuseOperations, UTIME_NOW, UTIME_OMIT } from './native-types';
 import { PathMap } from './paths';
 
 export interface OperationsContext {
@@ -40,7 +40,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
   const loaded = loadSysCalls();
   const sys = loaded.calls;
   const sysMissing = loaded.calls ? '' : loaded.reason;
-  if (!sys) log.info(`native/darefs_sys not loaded (${sysMissing}): no extended attributes; mknod makes FIFOs only`);
+  if (!sys) log.info(`native/darefs_sys not loaded (${sysMissing}): no extended attributes, mknod makes FIFOs only, times to the microsecond`);
   const handles = new Map<number, Handle>();
   let nextHandle = 1;
 
@@ -95,7 +95,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
 
   function statOf(path: string) {
     const cipherPath = visible(path);
-    const st = fs.lstatSync(cipherPath);
+    const st = fs.lstatSync(cipherPath, { bigint: true });
     const open = st.isFile() ? volume.find(cipherPath, st) : undefined;
     return toFuseStat(st, open?.size, () => log.problem(`${path}: cipher file size ${st.size} is not a valid DARE stream length`, `size:${cipherPath}`));
   }
@@ -117,7 +117,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('fgetattr', path, cb, () => {
         const h = handles.get(fd);
         if (!h) return statOf(path);
-        const st = fs.lstatSync(h.file.cipherPath);
+        const st = fs.lstatSync(h.file.cipherPath, { bigint: true });
         return toFuseStat(st, h.file.size, () => undefined);
       });
     },
@@ -325,12 +325,11 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     },
 
     /**
-     * Times arrive exact (FuseTimespec), but Node has no nanosecond utimensat: lutimes takes float
-     * seconds and libuv truncates them to MICROSECONDS. So the cipher file gets each time to the
-     * microsecond (exact for |t| < 2^33 s, i.e. until year 2242; nanoseconds are dropped). 'omit'
-     * rewrites the current time (lstat, so also to the microsecond); 'now' is this process's clock
-     * (ms). Times go as numeric strings: lutimes turns a negative NUMBER into "now". lutimes never
-     * follows a symlink.
+     * Times arrive exact (FuseTimespec) and go to the cipher inode exact through the addon's
+     * utimensat (never following a symlink). Without the addon, Node's lutimes: float seconds that
+     * libuv truncates to MICROSECONDS (exact for |t| < 2^33 s, i.e. until year 2242); 'omit'
+     * rewrites the current time (lstat, so also to the microsecond); 'now' is this process's
+     * clock (ms); times go as numeric strings, as lutimes turns a negative NUMBER into "now".
      */
     utimens(path, atime, mtime, cb) {
       run('utimens', path, cb, async () => {
@@ -340,6 +339,13 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         // the cipher file after its times were set, replacing the mtime a program (tar x, cp -p,
         // rsync) just set, and changing the ctime behind the kernel's cached attributes.
         await (volume.find(cipherPath) ?? volume.find(cipherPath, fs.lstatSync(cipherPath)))?.flush();
+        if (sys) {
+          // Exact, and 'now' / 'omit' are the kernel's own UTIME_NOW / UTIME_OMIT.
+          const sec = (t: typeof atime): number => (typeof t === 'string' ? 0 : Number(t.sec));
+          const nsec = (t: typeof atime): number => (t === 'now' ? UTIME_NOW : t === 'omit' ? UTIME_OMIT : t.nsec);
+          sys.lutimens(cipherPath, sec(atime), nsec(atime), sec(mtime), nsec(mtime));
+          return;
+        }
         let current: fs.BigIntStats | undefined;
         const nowNs = BigInt(Date.now()) * 1_000_000n;
         const seconds = (t: typeof atime, which: 'atimeNs' | 'mtimeNs'): string => {

@@ -150,7 +150,7 @@ export class Volume {
    * The open object for a path, if any: getattr takes the size from it. With the path's stat,
    * also the object open under another name of the same file (a hard link).
    */
-  find(cipherPath: string, st?: fs.Stats): CipherFile | undefined {
+  find(cipherPath: string, st?: fs.Stats | fs.BigIntStats): CipherFile | undefined {
     return this.files.get(cipherPath) ?? (st ? this.byInode.get(`${st.dev}:${st.ino}`) : undefined);
   }
 

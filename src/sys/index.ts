@@ -21,6 +21,8 @@ export interface SysCalls {
    * inode keeps them); skips the ones outside user.* this process may not set. Returns the count.
    */
   fcopyxattrs(fromFd: number, toFd: number): number;
+  /** utimensat(AT_SYMLINK_NOFOLLOW) to the nanosecond; nsec may be UTIME_NOW or UTIME_OMIT. */
+  lutimens(file: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
 }
 
 export const XATTR_CREATE = 1;
