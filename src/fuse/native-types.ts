@@ -21,7 +21,10 @@ export type ValueCallback<T> = (err: FuseResult, value?: T) => void;
 /** read/write: bytes transferred (>= 0), or a negative errno. */
 export type IoCallback = (bytesOrErrno: number) => void;
 
-/** A time as fuse-native accepts it: a Date, milliseconds since the epoch, or (bigint) exact nanoseconds since the epoch. */
+/**
+ * A time as fuse-native accepts it: a Date, milliseconds since the epoch, or (bigint) exact
+ * nanoseconds since the epoch.
+ */
 export type FuseTime = Date | number | bigint;
 
 /**
@@ -41,7 +44,8 @@ export const UTIME_OMIT = 0x3ffffffe;
  * defaults that are easy to trip over: nlink 1, times `Date.now()` (so a missing mtime changes on
  * every getattr), everything else 0. Packed into a Uint32Array: `ino`, `dev`, `rdev`, `uid`, `gid`,
  * `mode`, `blksize` are truncated to 32 bits; `size` and `blocks` carry 53 bits; times are exact
- * nanoseconds with darefs's patched binary, else milliseconds. `ino` is only used by libfuse with `use_ino`.
+ * nanoseconds with darefs's patched binary, else milliseconds. `ino` is only used by libfuse with
+ * `use_ino`.
  */
 export interface FuseStat {
   mode: number;

@@ -267,10 +267,10 @@ function guardOps(ops: FuseOperations, onError: (op: FuseOpName, err: unknown) =
 // ---------------------------------------------------------------------------------------------
 // the fuse-native subclass
 
-/** fuse-native's getStatArray is private; the layout is fixed by populate_stat in the C code. */
 /**
- * fuse-native's stat array. Times: with the patched binary, signed 64-bit nanoseconds (exact, any
- * time 1678..2262); stock, unsigned milliseconds.
+ * fuse-native's stat array (its getStatArray is private; the layout is fixed by populate_stat in
+ * the C code). Times: with the patched binary, signed 64-bit nanoseconds (exact, any time
+ * 1678..2262); stock, unsigned milliseconds.
  */
 function toStatArray(stat: FuseStat | undefined, nanoseconds: boolean): Uint32Array {
   const ints = new Uint32Array(18);
