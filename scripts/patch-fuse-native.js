@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /*
- * postinstall: patch fuse-native@2.2.6's C code so times pass exactly both ways (utimens, stat)
- * and getxattr has a fast path, and rebuild the addon.
+ * postinstall: patch fuse-native@2.2.6's C code so times pass exactly both ways (utimens, stat),
+ * getxattr has a fast path and new files know their caller, and rebuild the addon.
  *
  * Stock 2.2.6 converts both times to milliseconds and then passes the ATIME twice, so a handler
  * never sees the mtime and loses nanoseconds; and it does not set libfuse 2.9's
@@ -19,6 +19,10 @@
  * Also: getxattr answers ENODATA for any name outside user.* in C, without the hop into
  * JavaScript (darefs keeps only user.* attributes; the kernel asks for security.capability before
  * every write).
+ *
+ * And create, mkdir, mknod and symlink pass the caller's uid and gid (fuse_get_context()) after
+ * their stock arguments, so darefs can give a user what the user creates; the addon exports
+ * `darefs_caller_ids = 1`.
  *
  * Never breaks the install: on an unexpected version or source text, or when the rebuild fails,
  * it prints a warning, leaves (or puts back) the original source and the previous binary, and
@@ -43,6 +47,49 @@ const EXPORT_NAME = 'darefs_utimens_ns';
 const PREV_BUILD = 'build.darefs-prev';
 /** The stock source, kept at the first patching so a later version of this patch can start over. */
 const PRISTINE = 'fuse-native.c.darefs-orig';
+
+/**
+ * create, mkdir, mknod and symlink also hand JavaScript the caller's uid and gid (from
+ * fuse_get_context(), which is only valid on libfuse's thread): two more arguments after the
+ * stock ones, so darefs can give what a user creates to that user, as a local file system does.
+ * Stock fuse-native's own handlers ignore extra arguments.
+ */
+function callerHunks() {
+  const methods = [
+    { name: 'create', args: 2, signal: 1, sig: '(const char *path, mode_t mode, struct fuse_file_info *info)', first: '  l->path = path;\n  l->mode = mode;\n  l->info = info;\n', last: '  napi_create_uint32(env, l->mode, &(argv[3]));\n' },
+    { name: 'mknod', args: 3, signal: 0, sig: '(const char *path, mode_t mode, dev_t dev)', first: '  l->path = path;\n  l->mode = mode;\n  l->dev = dev;\n', last: '  napi_create_uint32(env, l->mode, &(argv[3]));\n  napi_create_uint32(env, l->dev, &(argv[4]));\n' },
+    { name: 'symlink', args: 2, signal: 0, sig: '(const char *path, const char *dest)', first: '  l->path = path;\n  l->dest = dest;\n', last: '  napi_create_string_utf8(env, l->dest, NAPI_AUTO_LENGTH, &(argv[3]));\n' },
+    { name: 'mkdir', args: 2, signal: 0, sig: '(const char *path, mode_t mode)', first: '  l->path = path;\n  l->mode = mode;\n', last: '  napi_create_uint32(env, l->mode, &(argv[3]));\n' },
+  ];
+  return methods.map((m) => {
+    const macro = m.name === 'create' ? 'FUSE_METHOD' : 'FUSE_METHOD_VOID';
+    const head = (n) => `${macro}(${m.name}, ${n}, ${m.signal}, ${m.sig}, {\n`;
+    const at = 2 + m.args;
+    const helperC =
+      m.name === 'create'
+        ? '/* darefs patch: who is asking (valid on libfuse\'s thread only). */\n' +
+          'static const uint32_t darefs_caller_ids = 1;\n' +
+          'static void darefs_caller (fuse_thread_locals_t *l) {\n' +
+          '  struct fuse_context *c = fuse_get_context();\n' +
+          '  l->caller_uid = c != NULL ? c->uid : 0;\n' +
+          '  l->caller_gid = c != NULL ? c->gid : 0;\n' +
+          '}\n\n'
+        : '';
+    return {
+      name: `${m.name}: pass the caller's uid and gid`,
+      from: head(m.args) + m.first + '}, {\n  napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));\n' + m.last,
+      to:
+        helperC +
+        head(m.args + 2) +
+        m.first +
+        '  darefs_caller(l);\n' +
+        '}, {\n  napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));\n' +
+        m.last +
+        `  napi_create_uint32(env, l->caller_uid, &(argv[${at}]));\n` +
+        `  napi_create_uint32(env, l->caller_gid, &(argv[${at + 1}]));\n`,
+    };
+  });
+}
 
 /** Exact replacements; each `from` must occur exactly once in the stock source. */
 const HUNKS = [
@@ -135,9 +182,15 @@ const HUNKS = [
       '}\n',
   },
   {
+    name: 'thread-local storage for the calling process\'s uid and gid',
+    from: '  uid_t uid;\n  gid_t gid;\n  size_t atime;\n',
+    to: '  uid_t uid;\n  gid_t gid;\n  uid_t caller_uid; /* darefs patch: fuse_get_context() of create/mkdir/mknod/symlink */\n  gid_t caller_gid;\n  size_t atime;\n',
+  },
+  ...callerHunks(),
+  {
     name: 'export the encoding marker',
     from: '  NAPI_EXPORT_UINT32(op_utimens)\n',
-    to: '  NAPI_EXPORT_UINT32(op_utimens)\n  NAPI_EXPORT_UINT32(darefs_utimens_ns)\n  NAPI_EXPORT_UINT32(darefs_stat_ns)\n',
+    to: '  NAPI_EXPORT_UINT32(op_utimens)\n  NAPI_EXPORT_UINT32(darefs_utimens_ns)\n  NAPI_EXPORT_UINT32(darefs_stat_ns)\n  NAPI_EXPORT_UINT32(darefs_caller_ids)\n',
   },
 ];
 
@@ -155,7 +208,8 @@ function warn(msg) {
   console.warn(
     `darefs postinstall: WARNING: ${msg}\n` +
       '  fuse-native stays unpatched: utimens falls back to millisecond atime-only times, and touch -m/-a are ignored ' +
-      '(darefs warns once at mount); every write costs a getxattr call into JavaScript. ' +
+      '(darefs warns once at mount); every write costs a getxattr call into JavaScript; files that other users ' +
+      'create through an allow_other mount belong to the daemon\'s user. ' +
       'Rerun with `node scripts/patch-fuse-native.js`.',
   );
 }
@@ -267,7 +321,7 @@ function main() {
   }
 
   if (state === 'patched' && marker && marker.patch === PATCH_HASH && binaryIsPatched(addon) && fs.existsSync(libfuse)) {
-    log(`fuse-native ${version} already patched (utimens with nanoseconds); nothing to do`);
+    log(`fuse-native ${version} already patched; nothing to do`);
     return;
   }
 
@@ -292,7 +346,7 @@ function main() {
   const hadBuild = fs.existsSync(buildDir);
   if (hadBuild) fs.renameSync(buildDir, prevDir);
   const started = Date.now();
-  log(`patching fuse-native ${version} (utimens with nanoseconds) and rebuilding it with ${nodeGyp}`);
+  log(`patching fuse-native ${version} (exact times, getxattr fast path, caller ids) and rebuilding it with ${nodeGyp}`);
   try {
     rebuild(nodeGyp, fuseDir);
     if (!binaryIsPatched(addon)) throw new Error(`${addon} was not rebuilt from the patched source`);

@@ -102,6 +102,8 @@ export interface FuseStatfs {
  *   FuseMount then passes that atime (ms precision) as both times and warns once
  *   (`fuseUtimensExact()` says which binary is loaded).
  * - `symlink(target, linkPath)`, `link(existingPath, newPath)`.
+ * - `create`/`mkdir`/`mknod`/`symlink`: `caller` is the uid and gid of the process asking, with
+ *   the patched binary (undefined with stock fuse-native, which does not pass them).
  */
 export interface FuseOperations {
   init?: (cb: DoneCallback) => void;
@@ -120,7 +122,7 @@ export interface FuseOperations {
   readlink?: (path: string, cb: ValueCallback<string>) => void;
   chown?: (path: string, uid: number, gid: number, cb: DoneCallback) => void;
   chmod?: (path: string, mode: number, cb: DoneCallback) => void;
-  mknod?: (path: string, mode: number, dev: number, cb: DoneCallback) => void;
+  mknod?: (path: string, mode: number, dev: number, caller: FuseCaller | undefined, cb: DoneCallback) => void;
   setxattr?: (path: string, name: string, value: Buffer, position: number, flags: number, cb: DoneCallback) => void;
   /** Return `null`/undefined value for "no such attribute" (fuse-native maps it to ENODATA). */
   getxattr?: (path: string, name: string, position: number, cb: ValueCallback<Buffer | null>) => void;
@@ -132,13 +134,19 @@ export interface FuseOperations {
   write?: (path: string, fd: number, buffer: Buffer, length: number, position: number, cb: IoCallback) => void;
   release?: (path: string, fd: number, cb: DoneCallback) => void;
   releasedir?: (path: string, fd: number, cb: DoneCallback) => void;
-  create?: (path: string, mode: number, cb: ValueCallback<number>) => void;
+  create?: (path: string, mode: number, caller: FuseCaller | undefined, cb: ValueCallback<number>) => void;
   unlink?: (path: string, cb: DoneCallback) => void;
   rename?: (src: string, dest: string, cb: DoneCallback) => void;
   link?: (existingPath: string, newPath: string, cb: DoneCallback) => void;
-  symlink?: (target: string, linkPath: string, cb: DoneCallback) => void;
-  mkdir?: (path: string, mode: number, cb: DoneCallback) => void;
+  symlink?: (target: string, linkPath: string, caller: FuseCaller | undefined, cb: DoneCallback) => void;
+  mkdir?: (path: string, mode: number, caller: FuseCaller | undefined, cb: DoneCallback) => void;
   rmdir?: (path: string, cb: DoneCallback) => void;
+}
+
+/** The process a request comes from (libfuse's fuse_get_context()). */
+export interface FuseCaller {
+  uid: number;
+  gid: number;
 }
 
 export type FuseOpName = keyof FuseOperations;

@@ -18,7 +18,7 @@ import { constants as osConstants } from 'node:os';
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Errno, UTIME_NOW, UTIME_OMIT } from './native-types';
-import type { FuseNativeOptions, FuseOperations, FuseOpName, FuseStat, FuseTime, FuseTimespec } from './native-types';
+import type { FuseCaller, FuseNativeOptions, FuseOperations, FuseOpName, FuseStat, FuseTime, FuseTimespec } from './native-types';
 import { MountpointError, canonicalMountpoint, readMountInfo, unmountPath, type MountEntry } from './mountpoint';
 
 // ---------------------------------------------------------------------------------------------
@@ -46,6 +46,8 @@ interface FuseBinding {
   darefs_utimens_ns?: number;
   /** 1 when the patched binary reads stat times as signed 64-bit nanoseconds (else unsigned ms). */
   darefs_stat_ns?: number;
+  /** 1 when create/mkdir/mknod/symlink also pass the caller's uid and gid. */
+  darefs_caller_ids?: number;
 }
 
 interface NodeGypBuild {
@@ -300,6 +302,10 @@ function toStatArray(stat: FuseStat | undefined, nanoseconds: boolean): Uint32Ar
   return ints;
 }
 
+function callerOf(uid: number | undefined, gid: number | undefined): FuseCaller | undefined {
+  return typeof uid === 'number' && typeof gid === 'number' ? { uid, gid } : undefined;
+}
+
 const TWO_32 = 4294967296;
 
 /** One time from the patched binary: tv_sec low (uint32) and high (int32) halves, tv_nsec. */
@@ -487,6 +493,34 @@ function darefsFuseClass(): DarefsFuseClass {
           signal(list.length, listBuf.buffer);
         }
       });
+    }
+
+    /**
+     * create, mkdir, mknod, symlink: the patched binary appends the caller's uid and gid to the
+     * stock arguments (stock fuse-native's handlers drop them).
+     */
+    _op_create(signal: Signal, p: string, mode: number, uid?: number, gid?: number): void {
+      const create = this.ops.create;
+      if (!create) signal(Errno.ENOSYS);
+      else create(p, mode, callerOf(uid, gid), (err, fd) => signal(err, fd));
+    }
+
+    _op_mkdir(signal: Signal, p: string, mode: number, uid?: number, gid?: number): void {
+      const mkdir = this.ops.mkdir;
+      if (!mkdir) signal(Errno.ENOSYS);
+      else mkdir(p, mode, callerOf(uid, gid), (err) => signal(err));
+    }
+
+    _op_mknod(signal: Signal, p: string, mode: number, dev: number, uid?: number, gid?: number): void {
+      const mknod = this.ops.mknod;
+      if (!mknod) signal(Errno.ENOSYS);
+      else mknod(p, mode, dev, callerOf(uid, gid), (err) => signal(err));
+    }
+
+    _op_symlink(signal: Signal, target: string, linkPath: string, uid?: number, gid?: number): void {
+      const symlink = this.ops.symlink;
+      if (!symlink) signal(Errno.ENOSYS);
+      else symlink(target, linkPath, callerOf(uid, gid), (err) => signal(err));
     }
 
     /** The C side passes (path, fh, flags); stock fuse-native hands fh over as flags. */

@@ -1,12 +1,13 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as nodePath from 'node:path';
 import { DareError } from '../dare';
 import { CipherFile, fsyncDirectory, ReadOnlyError, Volume } from '../store';
 import { loadSysCalls, splitNames } from '../sys';
 import { toFuseStat, toFuseStatfs } from './attrs';
 import { isProblem, toErrno } from './errno';
 import { Logger } from './logger';
-import { Errno, FuseOperations, UTIME_NOW, UTIME_OMIT } from './native-types';
+import { Errno, FuseCaller, FuseOperations, UTIME_NOW, UTIME_OMIT } from './native-types';
 import { PathMap } from './paths';
 
 export interface OperationsContext {
@@ -24,6 +25,8 @@ const O_ACCMODE = 3;
 const S_IFMT = 0o170000;
 const S_IFIFO = 0o010000;
 const S_IFREG = 0o100000;
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
 
 function isUserAttr(name: string): boolean {
   return name.startsWith('user.');
@@ -41,6 +44,9 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
   const sys = loaded.calls;
   const sysMissing = loaded.calls ? '' : loaded.reason;
   if (!sys) log.info(`native/darefs_sys not loaded (${sysMissing}): no extended attributes, mknod makes FIFOs only, times to the microsecond`);
+  const daemonUid = process.geteuid?.() ?? -1;
+  const daemonGid = process.getegid?.() ?? -1;
+  const daemonUmask = process.umask();
   const handles = new Map<number, Handle>();
   let nextHandle = 1;
 
@@ -78,6 +84,30 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       else cb(0, result);
     } catch (err) {
       cb(fail(op, path, err));
+    }
+  }
+
+  /**
+   * Makes what was just created look as if the caller had made it on a local file system: its
+   * owner is the caller (the group too, unless the directory is setgid: then the kernel already
+   * gave it the directory's group), and its mode exactly what the kernel passed, which already
+   * had the CALLER's umask applied (the daemon's umask must not apply twice). chown clears setuid
+   * and setgid on a regular file, so the mode goes last. A daemon that may not give files away
+   * (not root) keeps them as its own: without allow_other the caller is the daemon's user anyway.
+   */
+  function finishCreate(cipherPath: string, caller: FuseCaller | undefined, mode: number | undefined, isDir = false): void {
+    let setgidDir: boolean | undefined;
+    const inSetgidDir = (): boolean => (setgidDir ??= (fs.statSync(nodePath.dirname(cipherPath)).mode & S_ISGID) !== 0);
+    if (caller && (caller.uid !== daemonUid || caller.gid !== daemonGid)) {
+      try {
+        fs.lchownSync(cipherPath, caller.uid, inSetgidDir() ? -1 : caller.gid);
+      } catch (err) {
+        if (!isErrno(err, 'EPERM')) throw err;
+      }
+    }
+    if (mode !== undefined && ((mode & daemonUmask) !== 0 || (mode & (S_ISUID | S_ISGID)) !== 0)) {
+      // A directory made in a setgid directory is setgid too (the kernel set it; keep it).
+      fs.chmodSync(cipherPath, mode | (isDir && inSetgidDir() ? S_ISGID : 0));
     }
   }
 
@@ -169,10 +199,11 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       });
     },
 
-    create(path, mode, cb) {
+    create(path, mode, caller, cb) {
       run('create', path, cb, async () => {
         const cipherPath = guardChange(path, path);
         const file = await volume.create(cipherPath, path, mode & 0o7777);
+        finishCreate(cipherPath, caller, mode & 0o7777);
         return addHandle(file, path);
       });
     },
@@ -249,9 +280,11 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       });
     },
 
-    mkdir(path, mode, cb) {
+    mkdir(path, mode, caller, cb) {
       run('mkdir', path, cb, () => {
-        fs.mkdirSync(guardChange(path, path), mode & 0o7777);
+        const cipherPath = guardChange(path, path);
+        fs.mkdirSync(cipherPath, mode & 0o7777);
+        finishCreate(cipherPath, caller, mode & 0o7777, true);
       });
     },
 
@@ -259,8 +292,12 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('rmdir', path, cb, () => fs.rmdirSync(guardChange(path, path)));
     },
 
-    symlink(target, linkPath, cb) {
-      run('symlink', linkPath, cb, () => fs.symlinkSync(target, guardChange(linkPath, linkPath)));
+    symlink(target, linkPath, caller, cb) {
+      run('symlink', linkPath, cb, () => {
+        const cipherPath = guardChange(linkPath, linkPath);
+        fs.symlinkSync(target, cipherPath);
+        finishCreate(cipherPath, caller, undefined);
+      });
     },
 
     readlink(path, cb) {
@@ -271,7 +308,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('link', newPath, cb, () => fs.linkSync(guardChange(existing, existing), guardChange(newPath, newPath)));
     },
 
-    mknod(path, mode, dev, cb) {
+    mknod(path, mode, dev, caller, cb) {
       run('mknod', path, cb, async () => {
         const cipherPath = guardChange(path, path);
         // libfuse makes regular files through create(), so only special files arrive here.
@@ -279,10 +316,11 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         if (sys) {
           // dev arrives in the kernel's 32-bit encoding (new_encode_dev): 12-bit major, 20-bit minor.
           sys.mknod(cipherPath, mode, (dev & 0xfff00) >>> 8, (dev & 0xff) | ((dev >>> 12) & 0xfff00));
-          return;
+        } else {
+          if ((mode & S_IFMT) !== S_IFIFO) throw Object.assign(new Error(`only FIFOs can be made (${sysMissing})`), { code: 'EPERM' });
+          await mkfifo(cipherPath, mode & 0o7777);
         }
-        if ((mode & S_IFMT) !== S_IFIFO) throw Object.assign(new Error(`only FIFOs can be made (${sysMissing})`), { code: 'EPERM' });
-        await mkfifo(cipherPath, mode & 0o7777);
+        finishCreate(cipherPath, caller, mode & 0o7777);
       });
     },
 
@@ -364,6 +402,11 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       });
     },
   };
+}
+
+function isErrno(err: unknown, ...codes: string[]): boolean {
+  const code = typeof err === 'object' && err !== null ? (err as NodeJS.ErrnoException).code : undefined;
+  return code !== undefined && codes.includes(code);
 }
 
 /** Node has no mkfifo: mkfifo(1) from coreutils does it, with no secret in its argv. */
