@@ -14,7 +14,7 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { decodeStockUtimensMs, decodeTimespec, fuseStatExact, fuseUtimensExact } from '../src/fuse/native';
+import { decodeStockUtimensMs, decodeTimespec, fusePatchGaps, fuseStatExact, fuseUtimensExact } from '../src/fuse/native';
 import { UTIME_NOW, UTIME_OMIT } from '../src/fuse/native-types';
 import { darefsMount, writeNcryptFile, writePassfile } from './helpers/darefs';
 import { assertNoFuseMountsLeft, cleanupLeftovers, withMount, type DaemonSpecFactory } from './helpers/mount';
@@ -58,6 +58,7 @@ test('the loaded fuse-native is the patched build (npm install ran scripts/patch
   t.timeout(10_000);
   t.true(fuseUtimensExact(), 'fuse-native unpatched: run `node scripts/patch-fuse-native.js`');
   t.true(fuseStatExact(), 'fuse-native built from an older patch: run `node scripts/patch-fuse-native.js`');
+  t.deepEqual(fusePatchGaps(), [], 'nothing the patch adds is missing (the mount would warn)');
 });
 
 test('decodeTimespec: 64-bit seconds, nanoseconds, UTIME_NOW, UTIME_OMIT; stock ms fallback', (t) => {

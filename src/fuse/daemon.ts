@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { OpenedVolume } from '../store';
 import { Logger } from './logger';
 import { MountpointError, checkMountpoint } from './mountpoint';
-import { FuseMount, UnmountReason } from './native';
+import { FuseMount, fusePatchGaps, UnmountReason } from './native';
 import { FuseOperations } from './native-types';
 import { createOperations } from './ops';
 import { PathMap } from './paths';
@@ -55,6 +55,8 @@ export class Daemon {
       // Our synchronous calls into the cipher directory would then wait on ourselves.
       throw new MountpointError('FAILED', mountpoint, `the mount point ${mountpoint} and the cipher directory ${cipherDir} must not contain each other`);
     }
+    const gaps = fusePatchGaps();
+    if (gaps.length) opts.log.problem(`fuse-native is not patched (run: node scripts/patch-fuse-native.js in the darefs directory): ${gaps.join('; ')}`);
     const activity = { last: Date.now() };
     const plain = createOperations({ volume: opts.opened.volume, paths: new PathMap(cipherDir), log: opts.log });
     // Only --idle-unmount needs to know when the mount was last used: no wrapper otherwise.

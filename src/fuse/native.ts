@@ -105,6 +105,19 @@ export function fuseStatExact(): boolean {
   return loadFuse().binding.darefs_stat_ns === 1;
 }
 
+/**
+ * What the loaded fuse-native binary lacks of scripts/patch-fuse-native.js, as consequences a
+ * user would notice; empty when it is the patched build.
+ */
+export function fusePatchGaps(): string[] {
+  const b = loadFuse().binding;
+  const gaps: string[] = [];
+  if (b.darefs_utimens_ns !== 1) gaps.push('touch -m / -a are ignored and set times lose their sub-second part');
+  if (b.darefs_stat_ns !== 1) gaps.push('times read through the mount are in milliseconds, none before 1970');
+  if (b.darefs_caller_ids !== 1) gaps.push("what other users create belongs to the daemon's user");
+  return gaps;
+}
+
 /** fuse-native's own constant, e.g. `fuseNativeErrno('ENOENT') === -2` (used to check `Errno`). */
 export function fuseNativeErrno(name: string): number | undefined {
   const value = (loadFuse().Fuse as unknown as Record<string, unknown>)[name];
