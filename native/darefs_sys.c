@@ -73,15 +73,18 @@ static napi_value throw_type(napi_env env, const char *msg) {
   return NULL;
 }
 
-/* Copies a JS string argument into buf; false (with a TypeError thrown) if it is not one or is too long. */
-static int get_string(napi_env env, napi_value v, char *buf, size_t cap, const char *what) {
+/*
+ * Copies a JS string argument into buf. False, with an error thrown, when it is not a string
+ * (TypeError) or does not fit (too_long: ENAMETOOLONG for a path, ERANGE for an attribute name).
+ */
+static int get_string(napi_env env, napi_value v, char *buf, size_t cap, const char *what, int too_long) {
   size_t len = 0;
   if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
     throw_type(env, what);
     return 0;
   }
   if (len + 1 > cap) {
-    throw_type(env, what);
+    throw_errno(env, too_long, what, "");
     return 0;
   }
   napi_get_value_string_utf8(env, v, buf, cap, &len);
@@ -117,8 +120,8 @@ static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   char path[MAX_PATH], name[MAX_NAME];
   if (!get_args(env, info, 2, argv)) return NULL;
-  if (!get_string(env, argv[0], path, sizeof path, "lgetxattr: path must be a string")) return NULL;
-  if (!get_string(env, argv[1], name, sizeof name, "lgetxattr: bad attribute name")) return NULL;
+  if (!get_string(env, argv[0], path, sizeof path, "lgetxattr: path must be a string", ENAMETOOLONG)) return NULL;
+  if (!get_string(env, argv[1], name, sizeof name, "lgetxattr: bad attribute name", ERANGE)) return NULL;
   /* Values are at most 64 KiB on Linux (XATTR_SIZE_MAX): one call with a full buffer, no size race. */
   char *buf = malloc(MAX_VALUE);
   if (!buf) return throw_errno(env, ENOMEM, "lgetxattr", path);
@@ -130,8 +133,8 @@ static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   char path[MAX_PATH], name[MAX_NAME];
   if (!get_args(env, info, 4, argv)) return NULL;
-  if (!get_string(env, argv[0], path, sizeof path, "lsetxattr: path must be a string")) return NULL;
-  if (!get_string(env, argv[1], name, sizeof name, "lsetxattr: bad attribute name")) return NULL;
+  if (!get_string(env, argv[0], path, sizeof path, "lsetxattr: path must be a string", ENAMETOOLONG)) return NULL;
+  if (!get_string(env, argv[1], name, sizeof name, "lsetxattr: bad attribute name", ERANGE)) return NULL;
   void *value = NULL;
   size_t size = 0;
   bool is_buffer = false;
@@ -149,7 +152,7 @@ static napi_value js_llistxattr(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   char path[MAX_PATH];
   if (!get_args(env, info, 1, argv)) return NULL;
-  if (!get_string(env, argv[0], path, sizeof path, "llistxattr: path must be a string")) return NULL;
+  if (!get_string(env, argv[0], path, sizeof path, "llistxattr: path must be a string", ENAMETOOLONG)) return NULL;
   char *buf = malloc(MAX_LIST);
   if (!buf) return throw_errno(env, ENOMEM, "llistxattr", path);
   return buffer_result(env, buf, llistxattr(path, buf, MAX_LIST), "llistxattr", path);
@@ -160,8 +163,8 @@ static napi_value js_lremovexattr(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   char path[MAX_PATH], name[MAX_NAME];
   if (!get_args(env, info, 2, argv)) return NULL;
-  if (!get_string(env, argv[0], path, sizeof path, "lremovexattr: path must be a string")) return NULL;
-  if (!get_string(env, argv[1], name, sizeof name, "lremovexattr: bad attribute name")) return NULL;
+  if (!get_string(env, argv[0], path, sizeof path, "lremovexattr: path must be a string", ENAMETOOLONG)) return NULL;
+  if (!get_string(env, argv[1], name, sizeof name, "lremovexattr: bad attribute name", ERANGE)) return NULL;
   if (lremovexattr(path, name) != 0) return throw_errno(env, errno, "lremovexattr", path);
   return NULL;
 }
@@ -171,7 +174,7 @@ static napi_value js_mknod(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   char path[MAX_PATH];
   if (!get_args(env, info, 4, argv)) return NULL;
-  if (!get_string(env, argv[0], path, sizeof path, "mknod: path must be a string")) return NULL;
+  if (!get_string(env, argv[0], path, sizeof path, "mknod: path must be a string", ENAMETOOLONG)) return NULL;
   uint32_t mode = 0, major_ = 0, minor_ = 0;
   if (napi_get_value_uint32(env, argv[1], &mode) != napi_ok ||
       napi_get_value_uint32(env, argv[2], &major_) != napi_ok ||
@@ -191,7 +194,7 @@ static napi_value js_lutimens(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   char path[MAX_PATH];
   if (!get_args(env, info, 5, argv)) return NULL;
-  if (!get_string(env, argv[0], path, sizeof path, "lutimens: path must be a string")) return NULL;
+  if (!get_string(env, argv[0], path, sizeof path, "lutimens: path must be a string", ENAMETOOLONG)) return NULL;
   int64_t asec = 0, msec = 0;
   uint32_t ansec = 0, mnsec = 0;
   if (napi_get_value_int64(env, argv[1], &asec) != napi_ok || napi_get_value_uint32(env, argv[2], &ansec) != napi_ok ||
@@ -205,7 +208,8 @@ static napi_value js_lutimens(napi_env env, napi_callback_info info) {
 
 /*
  * fcopyxattrs(fromFd, toFd) -> number copied. For a file rewritten into a new inode (temporary
- * file renamed over the old one): every attribute goes along. Names outside user.* that this
+ * file renamed over the old one): every attribute goes along, but security.ima/evm (they describe
+ * the old content). Names outside user.* that this
  * process may not set (security.*, trusted.* without privilege) are skipped; anything else that
  * fails throws, so a rewrite never silently drops a user's attribute.
  */
@@ -233,6 +237,8 @@ static napi_value js_fcopyxattrs(napi_env env, napi_callback_info info) {
     return throw_errno(env, e, "flistxattr", "");
   }
   for (char *name = list; name < list + n; name += strlen(name) + 1) {
+    /* Measurements and signatures of the old content would be wrong for the new content. */
+    if (strcmp(name, "security.ima") == 0 || strcmp(name, "security.evm") == 0) continue;
     int user = strncmp(name, "user.", 5) == 0;
     ssize_t len = fgetxattr(from, name, value, MAX_VALUE);
     if (len < 0 || fsetxattr(to, name, value, (size_t) len, 0) != 0) {

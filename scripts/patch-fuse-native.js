@@ -13,8 +13,8 @@
  * exports `darefs_utimens_ns = 1` so darefs can tell the patched binary from the stock one
  * (src/fuse/native.ts).
  *
- * Stat times go from JS to C as signed 64-bit nanoseconds (stock: unsigned milliseconds), and
- * the addon exports `darefs_stat_ns = 1`.
+ * Stat times go from JS to C as 64-bit seconds plus nanoseconds (stock: unsigned milliseconds),
+ * and the addon exports `darefs_stat_ns = 2` (1 was an earlier signed-nanoseconds layout).
  *
  * Also: getxattr answers ENODATA for any name outside user.* in C, without the hop into
  * JavaScript (darefs keeps only user.* attributes; the kernel asks for security.capability before
@@ -160,9 +160,10 @@ const HUNKS = [
   },
   {
     // Stock stat times are unsigned milliseconds: no sub-millisecond part, nothing before 1970.
-    // Patched: signed 64-bit nanoseconds since the epoch (1678..2262), exact. darefs_stat_ns
-    // tells JS which encoding to send (src/fuse/native.ts toStatArray).
-    name: 'stat times: signed 64-bit nanoseconds',
+    // Patched: per time, tv_sec as two uint32 halves (low, high as int32) and tv_nsec: exact,
+    // any time ext4 can hold. The array grows from 18 to 21 uint32. darefs_stat_ns = 2 tells JS
+    // to send that layout (src/fuse/native.ts toStatArray).
+    name: 'stat times: 64-bit seconds and nanoseconds',
     from:
       'static void uint32s_to_timespec (struct timespec* ts, uint32_t** ints) {\n' +
       '  uint64_t ms = uint32s_to_uint64(ints);\n' +
@@ -170,15 +171,14 @@ const HUNKS = [
       '  ts->tv_nsec = (ms % 1000) * 1000000;\n' +
       '}\n',
     to:
-      '/* darefs patch: stat times arrive as signed 64-bit nanoseconds since the epoch. */\n' +
-      'static const uint32_t darefs_stat_ns = 1;\n' +
+      '/* darefs patch: stat times arrive as tv_sec low, tv_sec high (signed), tv_nsec. */\n' +
+      'static const uint32_t darefs_stat_ns = 2;\n' +
       '\n' +
       'static void uint32s_to_timespec (struct timespec* ts, uint32_t** ints) {\n' +
-      '  int64_t ns = (int64_t) uint32s_to_uint64(ints);\n' +
-      '  int64_t sec = ns / 1000000000, rem = ns % 1000000000;\n' +
-      '  if (rem < 0) { rem += 1000000000; sec -= 1; }\n' +
-      '  ts->tv_sec = sec;\n' +
-      '  ts->tv_nsec = rem;\n' +
+      '  uint64_t low = *((*ints)++);\n' +
+      '  int64_t high = (int32_t) *((*ints)++);\n' +
+      '  ts->tv_sec = (time_t) (high * 4294967296LL + (int64_t) low);\n' +
+      '  ts->tv_nsec = *((*ints)++);\n' +
       '}\n',
   },
   {

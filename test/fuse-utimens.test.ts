@@ -144,6 +144,11 @@ test.serial('darefs: touch -d / -m / -a / now / -h through the mount, exact to t
       await touch('-d', '1969-12-31 23:59:58.5', f);
       await both({ atime: -1_500_000_000n, mtime: -1_500_000_000n }, 'before 1970');
 
+      // After 2262 (past signed 64-bit nanoseconds; ext4 keeps times until 2446).
+      const y2300 = 10413792000n * NS + 250_000_000n;
+      await touch('-d', '2300-01-01 00:00:00.25', f);
+      await both({ atime: y2300, mtime: y2300 }, 'after 2262');
+
       // No date: now, from the kernel's clock.
       const before = BigInt(Date.now()) * 1_000_000n;
       await touch(f);

@@ -159,6 +159,12 @@ test.serial('only user.* is kept; attributes survive re-sealing, rename, remount
       t.is(await py('os.removexattr(sys.argv[1], "trusted.darefs"); print("ok")', mnt('doc')), 'ENODATA');
       t.is(await py('print(os.getxattr(sys.argv[1], "trusted.darefs").decode())', cipher('doc')), '1', 'left alone on the cipher file');
 
+      // Names that are not UTF-8 cannot cross fuse-native (it passes strings): never a wrong name.
+      t.is(await py('os.setxattr(sys.argv[1], b"user.\\xff", b"1"); print("ok")', cipher('doc')), 'ok');
+      t.is(await py('print(sorted(os.listxattr(sys.argv[1])))', mnt('doc')), "['user.color', 'user.size']", 'not listed as a mangled name');
+      t.is(await py('os.setxattr(sys.argv[1], b"user.\\xfe", b"1"); print("ok")', mnt('doc')), 'EINVAL');
+      t.is(await py('os.removexattr(sys.argv[1], b"user.\\xff"); print("ok")', cipher('doc')), 'ok');
+
       // A write re-seals packages in place; the attributes stay.
       const fh = await fsp.open(mnt('doc'), 'r+');
       await fh.write(Buffer.from('changed'), 0, 7, 100_000);

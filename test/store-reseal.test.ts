@@ -243,7 +243,7 @@ test('keep-2.0 mode: every flush with changes writes a whole new 2.0 stream via 
   }
 });
 
-test('a stream rewrite (2.0 converted, or kept 2.0) carries the extended attributes to the new inode', async (t) => {
+test('a stream rewrite (2.0 converted, or kept 2.0) carries the exact mode and the extended attributes to the new inode', async (t) => {
   const loaded = loadSysCalls();
   if (!loaded.calls) return t.fail(`native/darefs_sys is needed: ${loaded.reason}`);
   const sys = loaded.calls;
@@ -256,6 +256,8 @@ test('a stream rewrite (2.0 converted, or kept 2.0) carries the extended attribu
     await writeStreamFile(cipherPath, content, mk, Version.V20);
     sys.lsetxattr(cipherPath, 'user.mime', Buffer.from('text/plain'), 0);
     sys.lsetxattr(cipherPath, 'user.empty', Buffer.alloc(0), 0);
+    // Group-writable (a umask would drop it), setuid and setgid with group-exec (chown drops them).
+    fs.chmodSync(cipherPath, 0o6775);
     const ino = fs.statSync(cipherPath).ino;
     const vol = makeVolume(mk.keys, { settings });
     const file = await vol.open(cipherPath, 'x');
@@ -264,6 +266,7 @@ test('a stream rewrite (2.0 converted, or kept 2.0) carries the extended attribu
     await vol.release(file);
     t.not(fs.statSync(cipherPath).ino, ino, 'rewritten into a new inode');
     await inspectCipherFile(cipherPath, mk, content);
+    t.is((fs.statSync(cipherPath).mode & 0o7777).toString(8), '6775');
     t.is(sys.lgetxattr(cipherPath, 'user.mime').toString(), 'text/plain');
     t.is(sys.lgetxattr(cipherPath, 'user.empty').length, 0);
     t.deepEqual(splitNames(sys.llistxattr(cipherPath)).filter((n) => n.startsWith('user.')).sort(), ['user.empty', 'user.mime']);

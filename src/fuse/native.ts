@@ -44,7 +44,7 @@ interface FuseBinding {
   fuse_native_unmount(mnt: string, thread: Buffer | null): void;
   /** 1 when built from the source patched by scripts/patch-fuse-native.js; absent in stock 2.2.6. */
   darefs_utimens_ns?: number;
-  /** 1 when the patched binary reads stat times as signed 64-bit nanoseconds (else unsigned ms). */
+  /** 2 when the patched binary reads stat times as 64-bit seconds + nanoseconds (else unsigned ms). */
   darefs_stat_ns?: number;
   /** 1 when create/mkdir/mknod/symlink also pass the caller's uid and gid. */
   darefs_caller_ids?: number;
@@ -102,7 +102,7 @@ export function fuseUtimensExact(): boolean {
 
 /** True when the loaded binary takes stat times in exact nanoseconds (patched at install). */
 export function fuseStatExact(): boolean {
-  return loadFuse().binding.darefs_stat_ns === 1;
+  return loadFuse().binding.darefs_stat_ns === 2;
 }
 
 /**
@@ -113,7 +113,7 @@ export function fusePatchGaps(): string[] {
   const b = loadFuse().binding;
   const gaps: string[] = [];
   if (b.darefs_utimens_ns !== 1) gaps.push('touch -m / -a are ignored and set times lose their sub-second part');
-  if (b.darefs_stat_ns !== 1) gaps.push('times read through the mount are in milliseconds, none before 1970');
+  if (b.darefs_stat_ns !== 2) gaps.push('times read through the mount are in milliseconds, none before 1970');
   if (b.darefs_caller_ids !== 1) gaps.push("what other users create belongs to the daemon's user");
   return gaps;
 }
@@ -284,20 +284,29 @@ function guardOps(ops: FuseOperations, onError: (op: FuseOpName, err: unknown) =
 
 /**
  * fuse-native's stat array (its getStatArray is private; the layout is fixed by populate_stat in
- * the C code). Times: with the patched binary, signed 64-bit nanoseconds (exact, any time
- * 1678..2262); stock, unsigned milliseconds.
+ * the C code). Times: with the patched binary (`exact`), per time tv_sec low, tv_sec high (as
+ * int32) and tv_nsec, so any time is exact; stock, unsigned milliseconds (none before 1970).
  */
-function toStatArray(stat: FuseStat | undefined, nanoseconds: boolean): Uint32Array {
-  const ints = new Uint32Array(18);
+function toStatArray(stat: FuseStat | undefined, exact: boolean): Uint32Array {
+  const ints = new Uint32Array(exact ? 21 : 18);
   const put64 = (i: number, n: number): void => {
     ints[i] = n % 4294967296;
     ints[i + 1] = (n - (n % 4294967296)) / 4294967296;
   };
-  const putTime = (i: number, t: FuseTime | undefined): void => {
+  let at = 12;
+  const putTime = (t: FuseTime | undefined): void => {
     const ns = t === undefined ? BigInt(Date.now()) * 1_000_000n : typeof t === 'bigint' ? t : BigInt(Math.round((typeof t === 'number' ? t : t.getTime()) * 1e6));
-    const v = BigInt.asUintN(64, nanoseconds ? ns : ns < 0n ? 0n : ns / 1_000_000n);
-    ints[i] = Number(v & 0xffffffffn);
-    ints[i + 1] = Number(v >> 32n);
+    if (exact) {
+      // Floor division: -1.5 s is tv_sec -2, tv_nsec 500 000 000.
+      let sec = ns / 1_000_000_000n;
+      if (sec * 1_000_000_000n > ns) sec -= 1n;
+      ints[at++] = Number(BigInt.asUintN(32, sec));
+      ints[at++] = Number(BigInt.asUintN(32, sec >> 32n));
+      ints[at++] = Number(ns - sec * 1_000_000_000n);
+    } else {
+      put64(at, ns < 0n ? 0 : Number(ns / 1_000_000n));
+      at += 2;
+    }
   };
   ints[0] = stat?.mode ?? 0;
   ints[1] = stat?.uid ?? 0;
@@ -309,9 +318,9 @@ function toStatArray(stat: FuseStat | undefined, nanoseconds: boolean): Uint32Ar
   ints[8] = stat?.rdev ?? 0;
   ints[9] = stat?.blksize ?? 0;
   put64(10, stat?.blocks ?? 0);
-  putTime(12, stat?.atime);
-  putTime(14, stat?.mtime);
-  putTime(16, stat?.ctime);
+  putTime(stat?.atime);
+  putTime(stat?.mtime);
+  putTime(stat?.ctime);
   return ints;
 }
 
@@ -369,7 +378,7 @@ let DarefsFuse: DarefsFuseClass | undefined;
 function darefsFuseClass(): DarefsFuseClass {
   if (DarefsFuse) return DarefsFuse;
   const { Fuse, binding } = loadFuse();
-  const statNanoseconds = binding.darefs_stat_ns === 1;
+  const statNanoseconds = binding.darefs_stat_ns === 2;
   class Subclass extends Fuse implements DarefsFuseInstance {
     optionString = '';
     mountId: number | undefined = undefined;
@@ -419,25 +428,21 @@ function darefsFuseClass(): DarefsFuseClass {
     _op_getattr(signal: Signal, p: string): void {
       const getattr = this.ops.getattr;
       if (!getattr) {
-        signal(Errno.ENOSYS);
+        signal(Errno.ENOSYS, toStatArray(undefined, statNanoseconds));
         return;
       }
-      getattr(p, (err, stat) => {
-        if (err) signal(err);
-        else signal(0, toStatArray(stat, statNanoseconds));
-      });
+      // Also on error: C reads the array whatever the result, and fuse-native's default one has
+      // the stock length.
+      getattr(p, (err, stat) => signal(err, toStatArray(err ? undefined : stat, statNanoseconds)));
     }
 
     /** Stock fuse-native calls ops.getattr(path) here and drops the handle. */
     _op_fgetattr(signal: Signal, p: string, fd: number): void {
       const ops = this.ops;
-      const reply = (err: number, stat?: FuseStat): void => {
-        if (err) signal(err);
-        else signal(0, toStatArray(stat, statNanoseconds));
-      };
+      const reply = (err: number, stat?: FuseStat): void => signal(err, toStatArray(err ? undefined : stat, statNanoseconds));
       if (ops.fgetattr) ops.fgetattr(p, fd, reply);
       else if (ops.getattr) ops.getattr(p, reply);
-      else signal(Errno.ENOSYS);
+      else reply(Errno.ENOSYS);
     }
 
     /**

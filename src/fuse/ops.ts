@@ -7,6 +7,7 @@ import { loadSysCalls, splitNames } from '../sys';
 import { toFuseStat, toFuseStatfs } from './attrs';
 import { isProblem, toErrno } from './errno';
 import { Logger } from './logger';
+import { daemonIdentity, EntryKind, settleNewEntry } from './owners';
 import { Errno, FuseCaller, FuseOperations, UTIME_NOW, UTIME_OMIT } from './native-types';
 import { PathMap } from './paths';
 
@@ -25,11 +26,14 @@ const O_ACCMODE = 3;
 const S_IFMT = 0o170000;
 const S_IFIFO = 0o010000;
 const S_IFREG = 0o100000;
-const S_ISUID = 0o4000;
-const S_ISGID = 0o2000;
 
 function isUserAttr(name: string): boolean {
   return name.startsWith('user.');
+}
+
+/** fuse-native hands names over as UTF-8 strings: U+FFFD may stand for bytes we cannot recover. */
+function isMangled(name: string): boolean {
+  return name.includes('\uFFFD');
 }
 
 /**
@@ -44,9 +48,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
   const sys = loaded.calls;
   const sysMissing = loaded.calls ? '' : loaded.reason;
   if (!sys) log.info(`native/darefs_sys not loaded (${sysMissing}): no extended attributes, mknod makes FIFOs only, times to the microsecond`);
-  const daemonUid = process.geteuid?.() ?? -1;
-  const daemonGid = process.getegid?.() ?? -1;
-  const daemonUmask = process.umask();
+  const me = daemonIdentity();
   const handles = new Map<number, Handle>();
   let nextHandle = 1;
 
@@ -87,27 +89,14 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     }
   }
 
-  /**
-   * Makes what was just created look as if the caller had made it on a local file system: its
-   * owner is the caller (the group too, unless the directory is setgid: then the kernel already
-   * gave it the directory's group), and its mode exactly what the kernel passed, which already
-   * had the CALLER's umask applied (the daemon's umask must not apply twice). chown clears setuid
-   * and setgid on a regular file, so the mode goes last. A daemon that may not give files away
-   * (not root) keeps them as its own: without allow_other the caller is the daemon's user anyway.
-   */
-  function finishCreate(cipherPath: string, caller: FuseCaller | undefined, mode: number | undefined, isDir = false): void {
-    let setgidDir: boolean | undefined;
-    const inSetgidDir = (): boolean => (setgidDir ??= (fs.statSync(nodePath.dirname(cipherPath)).mode & S_ISGID) !== 0);
-    if (caller && (caller.uid !== daemonUid || caller.gid !== daemonGid)) {
-      try {
-        fs.lchownSync(cipherPath, caller.uid, inSetgidDir() ? -1 : caller.gid);
-      } catch (err) {
-        if (!isErrno(err, 'EPERM')) throw err;
-      }
-    }
-    if (mode !== undefined && ((mode & daemonUmask) !== 0 || (mode & (S_ISUID | S_ISGID)) !== 0)) {
-      // A directory made in a setgid directory is setgid too (the kernel set it; keep it).
-      fs.chmodSync(cipherPath, mode | (isDir && inSetgidDir() ? S_ISGID : 0));
+  /** Creates a special entry by `make`, then settles owner and mode; undoes it if that fails. */
+  function makeEntry(cipherPath: string, kind: EntryKind, caller: FuseCaller | undefined, mode: number | undefined, make: () => void): void {
+    make();
+    try {
+      settleNewEntry(cipherPath, nodePath.dirname(cipherPath), kind, caller, mode, me);
+    } catch (err) {
+      quietlyRemove(cipherPath, kind);
+      throw err;
     }
   }
 
@@ -202,8 +191,8 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     create(path, mode, caller, cb) {
       run('create', path, cb, async () => {
         const cipherPath = guardChange(path, path);
-        const file = await volume.create(cipherPath, path, mode & 0o7777);
-        finishCreate(cipherPath, caller, mode & 0o7777);
+        const parent = nodePath.dirname(cipherPath);
+        const file = await volume.create(cipherPath, path, mode & 0o7777, (fd) => settleNewEntry(fd, parent, 'file', caller, mode, me));
         return addHandle(file, path);
       });
     },
@@ -283,8 +272,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     mkdir(path, mode, caller, cb) {
       run('mkdir', path, cb, () => {
         const cipherPath = guardChange(path, path);
-        fs.mkdirSync(cipherPath, mode & 0o7777);
-        finishCreate(cipherPath, caller, mode & 0o7777, true);
+        makeEntry(cipherPath, 'dir', caller, mode, () => fs.mkdirSync(cipherPath, mode & 0o7777));
       });
     },
 
@@ -295,8 +283,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     symlink(target, linkPath, caller, cb) {
       run('symlink', linkPath, cb, () => {
         const cipherPath = guardChange(linkPath, linkPath);
-        fs.symlinkSync(target, cipherPath);
-        finishCreate(cipherPath, caller, undefined);
+        makeEntry(cipherPath, 'symlink', caller, undefined, () => fs.symlinkSync(target, cipherPath));
       });
     },
 
@@ -313,14 +300,15 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         const cipherPath = guardChange(path, path);
         // libfuse makes regular files through create(), so only special files arrive here.
         if ((mode & S_IFMT) === S_IFREG) throw Object.assign(new Error('regular files are made by create'), { code: 'EINVAL' });
-        if (sys) {
-          // dev arrives in the kernel's 32-bit encoding (new_encode_dev): 12-bit major, 20-bit minor.
-          sys.mknod(cipherPath, mode, (dev & 0xfff00) >>> 8, (dev & 0xff) | ((dev >>> 12) & 0xfff00));
-        } else {
+        if (!sys) {
           if ((mode & S_IFMT) !== S_IFIFO) throw Object.assign(new Error(`only FIFOs can be made (${sysMissing})`), { code: 'EPERM' });
           await mkfifo(cipherPath, mode & 0o7777);
         }
-        finishCreate(cipherPath, caller, mode & 0o7777);
+        makeEntry(cipherPath, 'special', caller, mode, () => {
+          // (Without the addon, mkfifo(1) made it above.)
+          // dev arrives in the kernel's 32-bit encoding (new_encode_dev): 12-bit major, 20-bit minor.
+          sys?.mknod(cipherPath, mode, (dev & 0xfff00) >>> 8, (dev & 0xff) | ((dev >>> 12) & 0xfff00));
+        });
       });
     },
 
@@ -330,7 +318,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     // EPERM fuse-native answers for a missing handler) makes the kernel stop asking at once.
     getxattr(path, name, _position, cb) {
       if (!sys) return cb(Errno.ENOSYS);
-      if (!isUserAttr(name)) return cb(Errno.ENODATA);
+      if (!isUserAttr(name) || isMangled(name)) return cb(Errno.ENODATA);
       run('getxattr', path, cb, () => sys.lgetxattr(visible(path), name));
     },
     listxattr(path, cb) {
@@ -342,6 +330,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('setxattr', path, cb, () => {
         const cipherPath = guardChange(path, path);
         if (!isUserAttr(name)) throw Object.assign(new Error(`${name}: only user.* attributes are kept`), { code: 'EOPNOTSUPP' });
+        if (isMangled(name)) throw Object.assign(new Error('attribute names must be UTF-8'), { code: 'EINVAL' });
         sys.lsetxattr(cipherPath, name, value, flags);
       });
     },
@@ -349,7 +338,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       if (!sys) return cb(Errno.ENOSYS);
       run('removexattr', path, cb, () => {
         const cipherPath = guardChange(path, path);
-        if (!isUserAttr(name)) throw Object.assign(new Error(`${name}: no such attribute`), { code: 'ENODATA' });
+        if (!isUserAttr(name) || isMangled(name)) throw Object.assign(new Error(`${name}: no such attribute`), { code: 'ENODATA' });
         sys.lremovexattr(cipherPath, name);
       });
     },
@@ -404,9 +393,13 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
   };
 }
 
-function isErrno(err: unknown, ...codes: string[]): boolean {
-  const code = typeof err === 'object' && err !== null ? (err as NodeJS.ErrnoException).code : undefined;
-  return code !== undefined && codes.includes(code);
+function quietlyRemove(p: string, kind: EntryKind): void {
+  try {
+    if (kind === 'dir') fs.rmdirSync(p);
+    else fs.unlinkSync(p);
+  } catch {
+    // Nothing more to undo with; the caller reports the first error.
+  }
 }
 
 /** Node has no mkfifo: mkfifo(1) from coreutils does it, with no secret in its argv. */

@@ -169,9 +169,11 @@ export class CipherFile {
    * written to a temporary name first and then linked to the real name (which fails with EEXIST
    * as O_EXCL would), so a crash never leaves a name holding less than a prefix. The temporary
    * name is removed; the descriptor stays on the same inode. Nothing is synced: the
-   * application's fsync syncs the file and, through dirNeedsSync, its directory.
+   * application's fsync syncs the file and, through dirNeedsSync, its directory. `prepare` gets
+   * the new inode's descriptor before it has its name (to set owner and mode: the name never
+   * shows anything else).
    */
-  static async create(cipherPath: string, name: string, mode: number, ctx: FileContext): Promise<CipherFile> {
+  static async create(cipherPath: string, name: string, mode: number, ctx: FileContext, prepare?: (fd: number) => void): Promise<CipherFile> {
     if (ctx.readOnly) throw new ReadOnlyError(name);
     const prefix = crypto.randomBytes(PREFIX_SIZE);
     // Derive before creating, so a failure leaves no file behind.
@@ -184,6 +186,7 @@ export class CipherFile {
       fd = io.createSync(tmp, flags, mode);
       try {
         writeFully(fd, prefix, 0, tmp);
+        prepare?.(fd);
         try {
           io.linkSync(tmp, cipherPath);
           linked = true;
@@ -212,6 +215,7 @@ export class CipherFile {
         fd = io.createSync(cipherPath, flags, mode);
         try {
           writeFully(fd, prefix, 0, cipherPath);
+          prepare?.(fd);
         } catch (err) {
           fs.closeSync(fd);
           quietly(() => io.removeSync(cipherPath));
@@ -643,13 +647,15 @@ export class CipherFile {
           batchBytes = 0;
         }
       }
-      // The new inode takes the old one's owner and extended attributes, before the fsync that
-      // makes it durable.
+      // The new inode takes the old one's owner, mode and extended attributes, before the fsync
+      // that makes it durable.
       try {
         fs.fchownSync(fd, old.uid, old.gid);
       } catch {
         // Only root may give files away; keeping our own ownership is the fallback.
       }
+      // The mode exactly: creating it went through our umask, and chown cleared setuid/setgid.
+      fs.fchmodSync(fd, old.mode & 0o7777);
       loadSysCalls().calls?.fcopyxattrs(this.fd, fd);
       io.fsyncSync(fd, tmp);
       if (this.unlinked) io.unlinkSync(tmp);

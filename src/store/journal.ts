@@ -198,8 +198,14 @@ export class Journal {
     this.fd = undefined;
     try {
       if (this.held === undefined && this.used === 0 && fs.fstatSync(fd).size > JOURNAL_RESERVE) {
-        // A retired header is all zeros, so cutting the tail off changes nothing a replay reads.
-        quietly(() => io.ftruncateSync(fd, JOURNAL_RESERVE, this.file));
+        // A retired header is all zeros, so cutting the tail off changes nothing a replay reads,
+        // once that zero header is durable: else a power cut could keep the old header with a
+        // cut body, which a replay would call torn (harmlessly, but misleadingly).
+        quietly(() => {
+          if (this.retiredUnsynced) io.fdatasyncSync(fd, this.file);
+          this.retiredUnsynced = false;
+          io.ftruncateSync(fd, JOURNAL_RESERVE, this.file);
+        });
       }
     } finally {
       fs.closeSync(fd);

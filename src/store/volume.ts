@@ -136,9 +136,9 @@ export class Volume {
   }
 
   /** Creates a new empty file (O_EXCL) and returns it open. */
-  async create(cipherPath: string, name: string, mode: number): Promise<CipherFile> {
+  async create(cipherPath: string, name: string, mode: number, prepare?: (fd: number) => void): Promise<CipherFile> {
     await this.closing.get(cipherPath);
-    const file = await CipherFile.create(cipherPath, name, mode, this.ctx);
+    const file = await CipherFile.create(cipherPath, name, mode, this.ctx, prepare);
     this.files.set(cipherPath, file);
     const inode = inodeKey(cipherPath);
     if (inode !== undefined) this.index(file, inode);

@@ -28,14 +28,19 @@ export interface SysCalls {
 export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
 
-/** Where scripts/build-native.js puts the addon: native/ at the repository root, above src/ or dist/src/. */
-export const ADDON_PATH = path.join(repoRoot(__dirname), 'native', 'build', 'Release', 'darefs_sys.node');
+/** Where scripts/build-native.js puts the addon: native/ in darefs's own directory. */
+export const ADDON_PATH = path.join(packageRoot(__dirname), 'native', 'build', 'Release', 'darefs_sys.node');
 
-function repoRoot(from: string): string {
-  for (let dir = from; ; dir = path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, 'native', 'binding.gyp'))) return dir;
-    if (path.dirname(dir) === dir) return path.resolve(from, '..', '..', '..');
+/** darefs's directory: the nearest one up from src/sys or dist/src/sys with darefs's package.json. */
+function packageRoot(from: string): string {
+  for (const dir of [path.resolve(from, '..', '..'), path.resolve(from, '..', '..', '..')]) {
+    try {
+      if ((JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string }).name === 'darefs') return dir;
+    } catch {
+      // not this one
+    }
   }
+  return path.resolve(from, '..', '..', '..');
 }
 
 type Loaded = { calls: SysCalls } | { calls: undefined; reason: string };
@@ -63,13 +68,20 @@ export function loadSysCalls(): Loaded {
   return loaded;
 }
 
-/** Splits llistxattr's NUL-terminated list. */
+/**
+ * Splits llistxattr's NUL-terminated list. Names that are not valid UTF-8 are left out: as JS
+ * strings they would turn into other names (U+FFFD), which no later call could find again.
+ */
 export function splitNames(list: Buffer): string[] {
   const names: string[] = [];
   let start = 0;
   for (let i = 0; i < list.length; i++) {
     if (list[i] !== 0) continue;
-    if (i > start) names.push(list.toString('utf8', start, i));
+    if (i > start) {
+      const raw = list.subarray(start, i);
+      const name = raw.toString('utf8');
+      if (Buffer.byteLength(name) === raw.length && Buffer.from(name, 'utf8').equals(raw)) names.push(name);
+    }
     start = i + 1;
   }
   return names;
