@@ -649,13 +649,16 @@ export class CipherFile {
       }
       // The new inode takes the old one's owner, mode and extended attributes, before the fsync
       // that makes it durable.
+      let mode = old.mode & 0o7777;
       try {
         fs.fchownSync(fd, old.uid, old.gid);
       } catch {
-        // Only root may give files away; keeping our own ownership is the fallback.
+        // Only root may give files away; keeping our own ownership is the fallback, but then
+        // without setuid/setgid: they would now name us, not the file's owner.
+        if (old.uid !== process.geteuid?.()) mode &= ~0o6000;
       }
       // The mode exactly: creating it went through our umask, and chown cleared setuid/setgid.
-      fs.fchmodSync(fd, old.mode & 0o7777);
+      fs.fchmodSync(fd, mode);
       loadSysCalls().calls?.fcopyxattrs(this.fd, fd);
       io.fsyncSync(fd, tmp);
       if (this.unlinked) io.unlinkSync(tmp);

@@ -25,9 +25,6 @@ export interface SysCalls {
   lutimens(file: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
 }
 
-export const XATTR_CREATE = 1;
-export const XATTR_REPLACE = 2;
-
 /** Where scripts/build-native.js puts the addon: native/ in darefs's own directory. */
 export const ADDON_PATH = path.join(packageRoot(__dirname), 'native', 'build', 'Release', 'darefs_sys.node');
 
