@@ -251,6 +251,30 @@ test.serial('without native/darefs_sys: extended attributes are refused with ENO
 
 // libfuse 2 has no rename2: the kernel itself refuses an existing target (EEXIST) and answers
 // EINVAL for any other flagged rename; mv -n and friends then fall back to a plain rename.
+test.serial('SIGTERM the moment the mount appears (before the daemon says it is mounted) still unmounts cleanly', async (t) => {
+  t.timeout(90_000);
+  // A supervisor (or a test harness) may stop the daemon as soon as the mount shows up in
+  // mountinfo, before the daemon has finished starting: the signal must not kill it with a live
+  // mount left behind. Several rounds, as the window is short.
+  for (let round = 0; round < 5; round++) {
+    const dirs = await tempDirs(t);
+    await writePassfile(dirs);
+    const child = spawn(process.execPath, [CLI, 'mount', '-f', '--ncrypt', '--passfile', path.join(dirs.root, 'pass.txt'), dirs.cipherDir, dirs.mountpoint], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    const deadline = Date.now() + 20_000;
+    while (!(await findMount(dirs.mountpoint)) && Date.now() < deadline && child.exitCode === null) await sleep(1);
+    t.truthy(await findMount(dirs.mountpoint), `round ${round}: mounted\n${stderr}`);
+    child.kill('SIGTERM');
+    const exit = await Promise.race([exited, sleep(20_000).then(() => undefined)]);
+    t.deepEqual(exit, { code: 0, signal: null }, `round ${round}: clean exit\n${stderr}`);
+    t.falsy(await findMount(dirs.mountpoint), `round ${round}: no mount left`);
+  }
+});
+
 test.serial('RENAME_NOREPLACE: an existing target is refused with EEXIST and kept; a free name gets EINVAL', async (t) => {
   t.timeout(60_000);
   await withMount(

@@ -45,7 +45,6 @@ const NOTIFY_FD = 3;
 export async function serveMount(s: MountSettings, secrets: VolumeSecrets, notify?: (line: string) => void): Promise<number> {
   const sink = openLogSink(s);
   const log = new Logger(sink, s.debug);
-  let daemon: Daemon;
   const opened = await openVolume({
     cipherDir: s.cipherDir,
     mode: s.ncrypt ? 'ncrypt' : 'auto',
@@ -64,6 +63,30 @@ export async function serveMount(s: MountSettings, secrets: VolumeSecrets, notif
   if (opened.volume.journalProblem !== undefined) {
     log.problem(`no journal (cannot write ${opened.volume.journalProblem}): a crash during a write can leave a package unreadable`);
   }
+  // Signals are taken from before the mount exists: one that arrived while mounting (a supervisor
+  // stopping us right away) unmounts as soon as the mount is up, instead of killing the process
+  // with a live mount left behind.
+  let daemon: Daemon | undefined;
+  let requested: string | undefined;
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (daemon === undefined) {
+      requested ??= signal;
+      return;
+    }
+    if (stopping) return;
+    stopping = true;
+    const d = daemon;
+    log.info(`${signal}: unmounting ${d.mountpoint}`);
+    d.stop(false).catch(async (err: unknown) => {
+      const why = err instanceof MountBusyError ? err.message : String(err instanceof Error ? err.message : err);
+      log.problem(`${why}; detaching lazily: the files still open keep being served until closed`);
+      await d.stop(true).catch((e: unknown) => log.problem(`lazy unmount failed: ${String(e)}`));
+    });
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => stop('SIGHUP'));
   try {
     daemon = await Daemon.start({
       cipherDir: s.cipherDir,
@@ -81,21 +104,7 @@ export async function serveMount(s: MountSettings, secrets: VolumeSecrets, notif
   }
   log.info(`mounted ${s.cipherDir} on ${daemon.mountpoint} (${opened.mode} mode${s.readOnly ? ', read-only' : ''})`);
   notify?.('ready');
-
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info(`${signal}: unmounting ${daemon.mountpoint}`);
-    daemon.stop(false).catch(async (err: unknown) => {
-      const why = err instanceof MountBusyError ? err.message : String(err instanceof Error ? err.message : err);
-      log.problem(`${why}; detaching lazily: the files still open keep being served until closed`);
-      await daemon.stop(true).catch((e: unknown) => log.problem(`lazy unmount failed: ${String(e)}`));
-    });
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGHUP', () => stop('SIGHUP'));
+  if (requested !== undefined) stop(requested);
   const reason = await daemon.closed;
   const c = opened.volume.counters;
   log.info(
