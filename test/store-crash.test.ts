@@ -19,7 +19,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MAX_PAYLOAD, Version, cipherSize, packageCount, payloadLength } from '../src/dare';
-import { CipherFile, FaultKind, Journal, SimulatedCrash, Volume, checkTree, setFaultHook } from '../src/store';
+import { CipherFile, FaultKind, JOURNAL_RESERVE, Journal, SimulatedCrash, Volume, checkTree, setFaultHook } from '../src/store';
 import { MasterKeys, Model, Rng, SETTINGS_V10, masterKeys, seedFor, tempDir, tmpfsDir, writeStreamFile } from './helpers/store';
 
 const P = MAX_PAYLOAD;
@@ -519,3 +519,31 @@ test.serial('ENOSPC with the journal: failing flushes leave the file as it was, 
   await again.release(g);
   again.close();
 });
+
+test.serial('the journal keeps the space of a big batch while the volume is open and gives it back, empty, at close', async (t) => {
+  const dir = tempDir(t, 'journal-space');
+  const mk = masterKeys(new Rng(seedFor(0x5ace)).bytes(32));
+  const vol = new Volume({ keys: mk.keys, settings: SETTINGS_V10, readOnly: false, packageCacheBytes: 4 * P, dirtyBytes: 64 * P, cipherDir: dir });
+  const journalFile = path.join(dir, '.darefs', 'journal');
+  const file = await vol.create(path.join(dir, 'big.bin'), 'big.bin', 0o600);
+  await file.write(0, Buffer.alloc(40 * P, 1));
+  await file.flush('data');
+  // An in-place batch of 40 packages: bigger than the 16-package reserve.
+  await file.write(0, Buffer.alloc(40 * P, 2));
+  await file.flush('data');
+  const reserve = JOURNAL_RESERVE;
+  const grown = fs.statSync(journalFile).size;
+  t.true(grown > reserve, `journal grew past the reserve (${grown} > ${reserve})`);
+  await file.write(5, Buffer.from('x'));
+  await file.flush('data');
+  t.is(fs.statSync(journalFile).size, grown, 'a later, smaller batch reuses the space');
+  await vol.release(file);
+  vol.close();
+  t.is(fs.statSync(journalFile).size, reserve, 'given back at close');
+  t.true(fs.readFileSync(journalFile).subarray(0, 48).equals(Buffer.alloc(48)), 'and empty');
+  t.deepEqual(journalOfDir(dir).inspect(), { packages: 0, files: [], torn: false });
+});
+
+function journalOfDir(dir: string): Journal {
+  return new Journal(dir, path.join(dir, '.darefs'));
+}
