@@ -89,13 +89,17 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     }
   }
 
-  /** Creates a special entry by `make`, then settles owner and mode; undoes it if that fails. */
-  function makeEntry(cipherPath: string, kind: EntryKind, caller: FuseCaller | undefined, mode: number | undefined, make: () => void): void {
-    make();
+  /** Settles a just-made entry's owner and mode (owners.ts); removes it again if that fails. */
+  function settleOrUndo(cipherPath: string, kind: EntryKind, caller: FuseCaller | undefined, mode: number | undefined): void {
     try {
       settleNewEntry(cipherPath, nodePath.dirname(cipherPath), kind, caller, mode, me);
     } catch (err) {
-      quietlyRemove(cipherPath, kind);
+      try {
+        if (kind === 'dir') fs.rmdirSync(cipherPath);
+        else fs.unlinkSync(cipherPath);
+      } catch {
+        // the settle error is the one to report
+      }
       throw err;
     }
   }
@@ -272,7 +276,8 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     mkdir(path, mode, caller, cb) {
       run('mkdir', path, cb, () => {
         const cipherPath = guardChange(path, path);
-        makeEntry(cipherPath, 'dir', caller, mode, () => fs.mkdirSync(cipherPath, mode & 0o7777));
+        fs.mkdirSync(cipherPath, mode & 0o7777);
+        settleOrUndo(cipherPath, 'dir', caller, mode);
       });
     },
 
@@ -283,7 +288,8 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     symlink(target, linkPath, caller, cb) {
       run('symlink', linkPath, cb, () => {
         const cipherPath = guardChange(linkPath, linkPath);
-        makeEntry(cipherPath, 'symlink', caller, undefined, () => fs.symlinkSync(target, cipherPath));
+        fs.symlinkSync(target, cipherPath);
+        settleOrUndo(cipherPath, 'symlink', caller, undefined);
       });
     },
 
@@ -300,15 +306,14 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         const cipherPath = guardChange(path, path);
         // libfuse makes regular files through create(), so only special files arrive here.
         if ((mode & S_IFMT) === S_IFREG) throw Object.assign(new Error('regular files are made by create'), { code: 'EINVAL' });
-        if (!sys) {
+        if (sys) {
+          // dev arrives in the kernel's 32-bit encoding (new_encode_dev): 12-bit major, 20-bit minor.
+          sys.mknod(cipherPath, mode, (dev & 0xfff00) >>> 8, (dev & 0xff) | ((dev >>> 12) & 0xfff00));
+        } else {
           if ((mode & S_IFMT) !== S_IFIFO) throw Object.assign(new Error(`only FIFOs can be made (${sysMissing})`), { code: 'EPERM' });
           await mkfifo(cipherPath, mode & 0o7777);
         }
-        makeEntry(cipherPath, 'special', caller, mode, () => {
-          // (Without the addon, mkfifo(1) made it above.)
-          // dev arrives in the kernel's 32-bit encoding (new_encode_dev): 12-bit major, 20-bit minor.
-          sys?.mknod(cipherPath, mode, (dev & 0xfff00) >>> 8, (dev & 0xff) | ((dev >>> 12) & 0xfff00));
-        });
+        settleOrUndo(cipherPath, 'special', caller, mode);
       });
     },
 
@@ -391,15 +396,6 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       });
     },
   };
-}
-
-function quietlyRemove(p: string, kind: EntryKind): void {
-  try {
-    if (kind === 'dir') fs.rmdirSync(p);
-    else fs.unlinkSync(p);
-  } catch {
-    // Nothing more to undo with; the caller reports the first error.
-  }
 }
 
 /** Node has no mkfifo: mkfifo(1) from coreutils does it, with no secret in its argv. */

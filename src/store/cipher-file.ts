@@ -196,7 +196,7 @@ export class CipherFile {
         }
       } catch (err) {
         fs.closeSync(fd);
-        quietly(() => io.removeSync(tmp));
+        io.quietly(() => io.removeSync(tmp));
         throw err;
       }
       if (linked) {
@@ -211,14 +211,14 @@ export class CipherFile {
         }
       } else {
         fs.closeSync(fd);
-        quietly(() => io.removeSync(tmp));
+        io.quietly(() => io.removeSync(tmp));
         fd = io.createSync(cipherPath, flags, mode);
         try {
           writeFully(fd, prefix, 0, cipherPath);
           prepare?.(fd);
         } catch (err) {
           fs.closeSync(fd);
-          quietly(() => io.removeSync(cipherPath));
+          io.quietly(() => io.removeSync(cipherPath));
           throw err;
         }
       }
@@ -668,7 +668,7 @@ export class CipherFile {
       }
     } catch (err) {
       fs.closeSync(fd);
-      quietly(() => io.removeSync(tmp));
+      io.quietly(() => io.removeSync(tmp));
       key.fill(0);
       throw err;
     }
@@ -747,15 +747,6 @@ function writevFully(fd: number, bufs: Buffer[], position: number, file?: string
     }
   }
   return total;
-}
-
-/** Cleanup after a failure: its own error must not hide the one being reported. */
-function quietly(fn: () => void): void {
-  try {
-    fn();
-  } catch {
-    // ignored
-  }
 }
 
 function isErrno(err: unknown, ...codes: string[]): boolean {

@@ -136,3 +136,12 @@ export function mkdirSync(dir: string, mode: number): void {
   if (hook !== null && decide({ kind: 'mkdir', path: dir }) === 'half') tear({ kind: 'mkdir', path: dir });
   fs.mkdirSync(dir, { mode });
 }
+
+/** Cleanup after a failure: its own error must not hide the one being reported. */
+export function quietly(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    // the failure being cleaned up after is what gets reported
+  }
+}

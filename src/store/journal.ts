@@ -89,7 +89,7 @@ export class Journal {
       } catch (err) {
         // A disk already full: do without the reserve.
         if (err instanceof io.SimulatedCrash) throw err;
-        quietly(() => io.ftruncateSync(fd, size, this.file));
+        io.quietly(() => io.ftruncateSync(fd, size, this.file));
       }
     }
     return fd;
@@ -139,7 +139,7 @@ export class Journal {
     } catch (err) {
       // A full disk: what was written is torn (its checksum fails; a replay would drop it), and
       // nothing was written in place yet. Mark it empty and give back the space past the reserve.
-      quietly(() => this.empty(fd, true));
+      io.quietly(() => this.empty(fd, true));
       throw err;
     }
     this.retiredUnsynced = false;
@@ -201,7 +201,7 @@ export class Journal {
         // A retired header is all zeros, so cutting the tail off changes nothing a replay reads,
         // once that zero header is durable: else a power cut could keep the old header with a
         // cut body, which a replay would call torn (harmlessly, but misleadingly).
-        quietly(() => {
+        io.quietly(() => {
           if (this.retiredUnsynced) io.fdatasyncSync(fd, this.file);
           this.retiredUnsynced = false;
           io.ftruncateSync(fd, JOURNAL_RESERVE, this.file);
@@ -310,14 +310,6 @@ export interface ReplayResult {
 /** No batch: an empty file, or a zeroed header (retired). */
 function isEmpty(data: Buffer): boolean {
   return data.subarray(0, HEADER_SIZE).equals(EMPTY_HEADER.subarray(0, Math.min(HEADER_SIZE, data.length)));
-}
-
-function quietly(fn: () => void): void {
-  try {
-    fn();
-  } catch {
-    // cleanup after a failure: the failure is what gets reported
-  }
 }
 
 function parse(data: Buffer): JournalEntry[] | undefined {

@@ -77,7 +77,7 @@ export function splitNames(list: Buffer): string[] {
     if (i > start) {
       const raw = list.subarray(start, i);
       const name = raw.toString('utf8');
-      if (Buffer.byteLength(name) === raw.length && Buffer.from(name, 'utf8').equals(raw)) names.push(name);
+      if (Buffer.from(name, 'utf8').equals(raw)) names.push(name);
     }
     start = i + 1;
   }
