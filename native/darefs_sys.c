@@ -14,11 +14,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
+#include <unistd.h>
+#include <linux/openat2.h>
 #include <node_api.h>
+
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
 
 #define MAX_PATH 4096
 #define MAX_NAME 256
@@ -45,6 +54,10 @@ static const char *errno_code(int e) {
     case EIO: return "EIO";
     case ENOMEM: return "ENOMEM";
     case EFAULT: return "EFAULT";
+    case EXDEV: return "EXDEV";
+    case ENOSYS: return "ENOSYS";
+    case EAGAIN: return "EAGAIN";
+    case EBADF: return "EBADF";
     default: return "EUNKNOWN";
   }
 }
@@ -257,6 +270,54 @@ static napi_value js_fcopyxattrs(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * openat2(dirfd, path, flags, mode, resolve) -> fd. The cipher directory is hostile (FORMAT.md
+ * §6): darefs resolves every path beneath the directory's fd with RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS, so no planted symlink or ".." can lead a write
+ * outside. glibc 2.36 has no wrapper: the raw system call. ENOSYS on kernels before 5.6 (the
+ * caller then walks component by component).
+ */
+static napi_value js_openat2(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  char path[MAX_PATH];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  int32_t dirfd = -1;
+  uint32_t flags = 0, mode = 0;
+  int64_t resolve = 0;
+  if (napi_get_value_int32(env, argv[0], &dirfd) != napi_ok) return throw_type(env, "openat2: dirfd must be a number");
+  if (!get_string(env, argv[1], path, sizeof path, "openat2: path must be a string", ENAMETOOLONG)) return NULL;
+  if (napi_get_value_uint32(env, argv[2], &flags) != napi_ok || napi_get_value_uint32(env, argv[3], &mode) != napi_ok ||
+      napi_get_value_int64(env, argv[4], &resolve) != napi_ok) {
+    return throw_type(env, "openat2: flags, mode and resolve must be numbers");
+  }
+  struct open_how how;
+  memset(&how, 0, sizeof how);
+  how.flags = (uint64_t) flags;
+  /* The kernel refuses a mode without O_CREAT or O_TMPFILE (glibc's O_TMPFILE includes O_DIRECTORY). */
+  how.mode = ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) ? (uint64_t) mode : 0;
+  how.resolve = (uint64_t) resolve;
+  long fd;
+  do {
+    fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return throw_errno(env, errno, "openat2", path);
+  napi_value out;
+  napi_create_int32(env, (int32_t) fd, &out);
+  return out;
+}
+
+/*
+ * harden() -> undefined. The daemon holds keys and plaintext: no core dumps (RLIMIT_CORE 0) and
+ * not dumpable, so other processes of the same user cannot ptrace it or read /proc/PID/mem.
+ */
+static napi_value js_harden(napi_env env, napi_callback_info info) {
+  (void) info;
+  struct rlimit none = { 0, 0 };
+  if (setrlimit(RLIMIT_CORE, &none) != 0) return throw_errno(env, errno, "setrlimit", "RLIMIT_CORE");
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return throw_errno(env, errno, "prctl", "PR_SET_DUMPABLE");
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -266,6 +327,8 @@ static napi_value init(napi_env env, napi_value exports) {
     { "mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fcopyxattrs", NULL, js_fcopyxattrs, NULL, NULL, NULL, napi_enumerable, NULL },
     { "lutimens", NULL, js_lutimens, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "openat2", NULL, js_openat2, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "harden", NULL, js_harden, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -203,16 +203,15 @@ test('a cipher file the process may not write opens read-only and refuses change
   let file;
   try {
     // root ignores modes; make the open fail the way it does for other users
-    const real = fs.openSync;
-    const nodeFs: typeof fs = require('node:fs');
-    nodeFs.openSync = ((p: fs.PathLike, flags?: fs.OpenMode, mode?: fs.Mode) => {
-      if (p === cipherPath && flags === 'r+') throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
-      return real(p, flags ?? 'r', mode);
-    }) as typeof fs.openSync;
+    const real = vol.dir.openFile.bind(vol.dir);
+    vol.dir.openFile = (p: string, flags: number, mode?: number): number => {
+      if (p === cipherPath && (flags & 3) === fs.constants.O_RDWR) throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
+      return real(p, flags, mode);
+    };
     try {
       file = await vol.open(cipherPath, 'locked');
     } finally {
-      nodeFs.openSync = real;
+      vol.dir.openFile = real;
     }
   } catch (err) {
     t.fail(String(err));

@@ -21,6 +21,7 @@ import {
   tempDir,
   tempLeftovers,
   writeStreamFile,
+  realPathOf,
 } from './helpers/store';
 
 const P = MAX_PAYLOAD;
@@ -30,7 +31,7 @@ const renames: Array<[string, string]> = [];
 const nodeFs: typeof fs = require('node:fs');
 const originalRename = nodeFs.renameSync;
 nodeFs.renameSync = (from: fs.PathLike, to: fs.PathLike): void => {
-  renames.push([String(from), String(to)]);
+  renames.push([realPathOf(String(from)), realPathOf(String(to))]);
   originalRename(from, to);
 };
 const renamesInto = (dir: string): Array<[string, string]> => renames.filter(([, to]) => path.dirname(to) === dir);

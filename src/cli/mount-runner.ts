@@ -7,6 +7,7 @@ import { Logger } from '../fuse/logger';
 import { MountBusyError } from '../fuse/mountpoint';
 import { MasterKdf } from '../keys';
 import { describeRecovery, openVolume, VolumeSecrets } from '../store';
+import { hardenProcess } from '../sys';
 
 export interface MountSettings {
   cipherDir: string;
@@ -43,8 +44,11 @@ const NOTIFY_FD = 3;
  * started us in the background. Resolves with the exit code once the mount is gone.
  */
 export async function serveMount(s: MountSettings, secrets: VolumeSecrets, notify?: (line: string) => void): Promise<number> {
+  // Keys and plaintext live in this process from here on: no core dumps, no ptrace.
+  const notHardened = hardenProcess();
   const sink = openLogSink(s);
   const log = new Logger(sink, s.debug);
+  if (notHardened !== undefined) log.problem(`cannot harden the daemon process (${notHardened})`);
   const opened = await openVolume({
     cipherDir: s.cipherDir,
     mode: s.ncrypt ? 'ncrypt' : 'auto',

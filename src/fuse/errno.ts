@@ -1,7 +1,7 @@
 import * as os from 'node:os';
 import { DareError } from '../dare';
 import { KeyError } from '../keys';
-import { ClosedFileError, ReadOnlyError } from '../store';
+import { ClosedFileError, NotRegularFileError, ReadOnlyError, UnsafePathError } from '../store';
 import { Errno } from './native-types';
 
 /**
@@ -12,6 +12,8 @@ export function toErrno(err: unknown): number {
   if (err instanceof DareError) return Errno.EIO;
   if (err instanceof ReadOnlyError) return Errno.EROFS;
   if (err instanceof ClosedFileError) return Errno.EBADF;
+  // Something planted in the cipher directory: an I/O error for that entry, never followed.
+  if (err instanceof UnsafePathError || err instanceof NotRegularFileError) return Errno.EIO;
   if (err instanceof KeyError) return Errno.EIO;
   const code = typeof err === 'object' && err !== null ? (err as NodeJS.ErrnoException).code : undefined;
   if (code !== undefined) {
@@ -26,5 +28,6 @@ export function toErrno(err: unknown): number {
 
 /** Whether an error is worth a log line (not the ordinary ENOENT/EEXIST of a working system). */
 export function isProblem(err: unknown): boolean {
+  if (err instanceof UnsafePathError || err instanceof NotRegularFileError) return true;
   return err instanceof DareError || err instanceof KeyError || !(typeof err === 'object' && err !== null && 'code' in err);
 }

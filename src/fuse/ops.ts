@@ -2,12 +2,12 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { DareError } from '../dare';
-import { CipherFile, fsyncDirectory, ReadOnlyError, Volume } from '../store';
+import { CipherDir, CipherFile, ReadOnlyError, Volume } from '../store';
 import { loadSysCalls, splitNames } from '../sys';
 import { toFuseStat, toFuseStatfs } from './attrs';
 import { isProblem, toErrno } from './errno';
 import { Logger } from './logger';
-import { daemonIdentity, EntryKind, settleNewEntry } from './owners';
+import { daemonIdentity, EntryKind, NewEntry, settleNewEntry } from './owners';
 import { Errno, FuseCaller, FuseOperations, UTIME_NOW, UTIME_OMIT } from './native-types';
 import { PathMap } from './paths';
 
@@ -41,9 +41,15 @@ function isMangled(name: string): boolean {
  * a local directory they take a few microseconds, where an asynchronous one costs ~50 µs of
  * thread-pool hops (PERF-NOTES.md). The cipher directory is never inside our own mount (the
  * mount command refuses that), so a synchronous call can never wait on this process.
+ *
+ * Every call reaches the cipher directory through `dir` (src/store/cipher-dir.ts): confined
+ * beneath it, no symlink followed, never by a plain path string. The kernel's permission checks
+ * (default_permissions) look at attributes it cached, not at what is there now; confinement is
+ * what keeps an entry swapped since from leading the daemon anywhere else.
  */
 export function createOperations(ctx: OperationsContext): FuseOperations {
   const { volume, paths, log } = ctx;
+  const dir: CipherDir = volume.dir;
   const loaded = loadSysCalls();
   const sys = loaded.calls;
   const sysMissing = loaded.calls ? '' : loaded.reason;
@@ -89,14 +95,21 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     }
   }
 
+  /** The mode of the directory a new entry was made in. */
+  const parentMode = (cipherPath: string) => (): number => dir.lstat(nodePath.dirname(cipherPath)).mode;
+
   /** Settles a just-made entry's owner and mode (owners.ts); removes it again if that fails. */
   function settleOrUndo(cipherPath: string, kind: EntryKind, caller: FuseCaller | undefined, mode: number | undefined): void {
+    const entry: NewEntry = {
+      chown: (uid, gid) => dir.at(cipherPath, (e) => fs.lchownSync(e, uid, gid)),
+      chmod: (m) => dir.chmod(cipherPath, m),
+      parentMode: parentMode(cipherPath),
+    };
     try {
-      settleNewEntry(cipherPath, nodePath.dirname(cipherPath), kind, caller, mode, me);
+      settleNewEntry(entry, kind, caller, mode, me);
     } catch (err) {
       try {
-        if (kind === 'dir') fs.rmdirSync(cipherPath);
-        else fs.unlinkSync(cipherPath);
+        dir.at(cipherPath, kind === 'dir' ? fs.rmdirSync : fs.unlinkSync);
       } catch {
         // the settle error is the one to report
       }
@@ -118,7 +131,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
 
   function statOf(path: string) {
     const cipherPath = visible(path);
-    const st = fs.lstatSync(cipherPath, { bigint: true });
+    const st = dir.lstat(cipherPath, { bigint: true });
     const open = st.isFile() ? volume.find(cipherPath, st) : undefined;
     return toFuseStat(st, open?.size, () => log.problem(`${path}: cipher file size ${st.size} is not a valid DARE stream length`, `size:${cipherPath}`));
   }
@@ -140,14 +153,14 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('fgetattr', path, cb, () => {
         const h = handles.get(fd);
         if (!h) return statOf(path);
-        const st = fs.lstatSync(h.file.cipherPath, { bigint: true });
+        const st = dir.lstat(h.file.cipherPath, { bigint: true });
         return toFuseStat(st, h.file.size, () => undefined);
       });
     },
 
     access(path, mode, cb) {
       run('access', path, cb, () => {
-        fs.accessSync(visible(path), mode);
+        dir.inode(visible(path), (inode) => fs.accessSync(inode, mode));
         if (volume.readOnly && mode & fs.constants.W_OK) throw new ReadOnlyError(path);
       });
     },
@@ -155,7 +168,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     readdir(path, cb) {
       log.debug(() => `readdir ${path}`);
       try {
-        const names = fs.readdirSync(visible(path)).filter((n) => !paths.isHiddenEntry(path, n));
+        const names = dir.readdir(visible(path)).filter((n) => !paths.isHiddenEntry(path, n));
         cb(0, ['.', '..', ...names]);
       } catch (err) {
         cb(fail('readdir', path, err));
@@ -164,7 +177,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
 
     opendir(path, _flags, cb) {
       run('opendir', path, cb, () => {
-        if (!fs.statSync(visible(path)).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+        if (!dir.lstat(visible(path)).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
         return 0;
       });
     },
@@ -174,7 +187,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     },
 
     fsyncdir(path, _datasync, _fd, cb) {
-      run('fsyncdir', path, cb, () => fsyncDirectory(visible(path)));
+      run('fsyncdir', path, cb, () => dir.fsyncDir(visible(path), (fd) => fs.fsyncSync(fd)));
     },
 
     open(path, flags, cb) {
@@ -185,7 +198,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
           // As ext4 does: an open for writing that the cipher file refuses (mode without
           // CAP_DAC_OVERRIDE, immutable, read-only mount below) fails here with that errno,
           // not later at the first write. The shared CipherFile may hold a writable fd already.
-          fs.accessSync(cipherPath, fs.constants.W_OK);
+          dir.inode(cipherPath, (inode) => fs.accessSync(inode, fs.constants.W_OK));
         }
         const file = await volume.open(cipherPath, path);
         return addHandle(file, path);
@@ -195,8 +208,12 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     create(path, mode, caller, cb) {
       run('create', path, cb, async () => {
         const cipherPath = guardChange(path, path);
-        const parent = nodePath.dirname(cipherPath);
-        const file = await volume.create(cipherPath, path, mode & 0o7777, (fd) => settleNewEntry(fd, parent, 'file', caller, mode, me));
+        const entry = (fd: number): NewEntry => ({
+          chown: (uid, gid) => fs.fchownSync(fd, uid, gid),
+          chmod: (m) => fs.fchmodSync(fd, m),
+          parentMode: parentMode(cipherPath),
+        });
+        const file = await volume.create(cipherPath, path, mode & 0o7777, (fd) => settleNewEntry(entry(fd), 'file', caller, mode, me));
         return addHandle(file, path);
       });
     },
@@ -259,7 +276,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     unlink(path, cb) {
       run('unlink', path, cb, () => {
         const cipherPath = guardChange(path, path);
-        fs.unlinkSync(cipherPath);
+        dir.at(cipherPath, fs.unlinkSync);
         volume.unlinked(cipherPath);
       });
     },
@@ -268,7 +285,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('rename', src, cb, () => {
         const from = guardChange(src, src);
         const to = guardChange(dest, dest);
-        fs.renameSync(from, to);
+        dir.at2(from, to, fs.renameSync);
         volume.renamed(from, to, (p) => paths.plain(p));
       });
     },
@@ -276,29 +293,29 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     mkdir(path, mode, caller, cb) {
       run('mkdir', path, cb, () => {
         const cipherPath = guardChange(path, path);
-        fs.mkdirSync(cipherPath, mode & 0o7777);
+        dir.at(cipherPath, (e) => fs.mkdirSync(e, mode & 0o7777));
         settleOrUndo(cipherPath, 'dir', caller, mode);
       });
     },
 
     rmdir(path, cb) {
-      run('rmdir', path, cb, () => fs.rmdirSync(guardChange(path, path)));
+      run('rmdir', path, cb, () => dir.at(guardChange(path, path), fs.rmdirSync));
     },
 
     symlink(target, linkPath, caller, cb) {
       run('symlink', linkPath, cb, () => {
         const cipherPath = guardChange(linkPath, linkPath);
-        fs.symlinkSync(target, cipherPath);
+        dir.at(cipherPath, (e) => fs.symlinkSync(target, e));
         settleOrUndo(cipherPath, 'symlink', caller, undefined);
       });
     },
 
     readlink(path, cb) {
-      run('readlink', path, cb, () => fs.readlinkSync(visible(path)));
+      run('readlink', path, cb, () => dir.at(visible(path), (e) => fs.readlinkSync(e)));
     },
 
     link(existing, newPath, cb) {
-      run('link', newPath, cb, () => fs.linkSync(guardChange(existing, existing), guardChange(newPath, newPath)));
+      run('link', newPath, cb, () => dir.at2(guardChange(existing, existing), guardChange(newPath, newPath), fs.linkSync));
     },
 
     mknod(path, mode, dev, caller, cb) {
@@ -308,10 +325,10 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         if ((mode & S_IFMT) === S_IFREG) throw Object.assign(new Error('regular files are made by create'), { code: 'EINVAL' });
         if (sys) {
           // dev arrives in the kernel's 32-bit encoding (new_encode_dev): 12-bit major, 20-bit minor.
-          sys.mknod(cipherPath, mode, (dev & 0xfff00) >>> 8, (dev & 0xff) | ((dev >>> 12) & 0xfff00));
+          dir.at(cipherPath, (e) => sys.mknod(e, mode, (dev & 0xfff00) >>> 8, (dev & 0xff) | ((dev >>> 12) & 0xfff00)));
         } else {
           if ((mode & S_IFMT) !== S_IFIFO) throw Object.assign(new Error(`only FIFOs can be made (${sysMissing})`), { code: 'EPERM' });
-          await mkfifo(cipherPath, mode & 0o7777);
+          await mkfifo(dir, cipherPath, mode & 0o7777);
         }
         settleOrUndo(cipherPath, 'special', caller, mode);
       });
@@ -324,11 +341,11 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     getxattr(path, name, _position, cb) {
       if (!sys) return cb(Errno.ENOSYS);
       if (!isUserAttr(name) || isMangled(name)) return cb(Errno.ENODATA);
-      run('getxattr', path, cb, () => sys.lgetxattr(visible(path), name));
+      run('getxattr', path, cb, () => dir.at(visible(path), (e) => sys.lgetxattr(e, name)));
     },
     listxattr(path, cb) {
       if (!sys) return cb(Errno.ENOSYS);
-      run('listxattr', path, cb, () => splitNames(sys.llistxattr(visible(path))).filter(isUserAttr));
+      run('listxattr', path, cb, () => splitNames(dir.at(visible(path), (e) => sys.llistxattr(e))).filter(isUserAttr));
     },
     setxattr(path, name, value, _position, flags, cb) {
       if (!sys) return cb(Errno.ENOSYS);
@@ -336,7 +353,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         const cipherPath = guardChange(path, path);
         if (!isUserAttr(name)) throw Object.assign(new Error(`${name}: only user.* attributes are kept`), { code: 'EOPNOTSUPP' });
         if (isMangled(name)) throw Object.assign(new Error('attribute names must be UTF-8'), { code: 'EINVAL' });
-        sys.lsetxattr(cipherPath, name, value, flags);
+        dir.at(cipherPath, (e) => sys.lsetxattr(e, name, value, flags));
       });
     },
     removexattr(path, name, cb) {
@@ -344,16 +361,16 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('removexattr', path, cb, () => {
         const cipherPath = guardChange(path, path);
         if (!isUserAttr(name) || isMangled(name)) throw Object.assign(new Error(`${name}: no such attribute`), { code: 'ENODATA' });
-        sys.lremovexattr(cipherPath, name);
+        dir.at(cipherPath, (e) => sys.lremovexattr(e, name));
       });
     },
 
     chmod(path, mode, cb) {
-      run('chmod', path, cb, () => fs.chmodSync(guardChange(path, path), mode & 0o7777));
+      run('chmod', path, cb, () => dir.chmod(guardChange(path, path), mode & 0o7777));
     },
 
     chown(path, uid, gid, cb) {
-      run('chown', path, cb, () => fs.lchownSync(guardChange(path, path), uid, gid));
+      run('chown', path, cb, () => dir.at(guardChange(path, path), (e) => fs.lchownSync(e, uid, gid)));
     },
 
     /**
@@ -370,12 +387,12 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         // Seal unflushed writes of an open file first: sealing them later (at close) would write
         // the cipher file after its times were set, replacing the mtime a program (tar x, cp -p,
         // rsync) just set, and changing the ctime behind the kernel's cached attributes.
-        await (volume.find(cipherPath) ?? volume.find(cipherPath, fs.lstatSync(cipherPath)))?.flush();
+        await (volume.find(cipherPath) ?? volume.find(cipherPath, dir.lstat(cipherPath)))?.flush();
         if (sys) {
           // Exact, and 'now' / 'omit' are the kernel's own UTIME_NOW / UTIME_OMIT.
           const sec = (t: typeof atime): number => (typeof t === 'string' ? 0 : Number(t.sec));
           const nsec = (t: typeof atime): number => (t === 'now' ? UTIME_NOW : t === 'omit' ? UTIME_OMIT : t.nsec);
-          sys.lutimens(cipherPath, sec(atime), nsec(atime), sec(mtime), nsec(mtime));
+          dir.at(cipherPath, (e) => sys.lutimens(e, sec(atime), nsec(atime), sec(mtime), nsec(mtime)));
           return;
         }
         let current: fs.BigIntStats | undefined;
@@ -383,7 +400,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         const seconds = (t: typeof atime, which: 'atimeNs' | 'mtimeNs'): string => {
           let ns: bigint;
           if (t === 'now') ns = nowNs;
-          else if (t === 'omit') ns = (current ??= fs.lstatSync(cipherPath, { bigint: true }))[which];
+          else if (t === 'omit') ns = (current ??= dir.lstat(cipherPath, { bigint: true }))[which];
           else ns = t.sec * 1_000_000_000n + BigInt(t.nsec);
           // libuv computes tv_nsec from the double and truncates toward zero to whole µs: aim half
           // a µs past the wanted µs (away from zero) so the double's rounding cannot drop one.
@@ -392,18 +409,32 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
           const abs = target < 0n ? -target : target;
           return `${target < 0n ? '-' : ''}${abs / 1_000_000_000n}.${String(abs % 1_000_000_000n).padStart(9, '0')}`;
         };
-        fs.lutimesSync(cipherPath, seconds(atime, 'atimeNs'), seconds(mtime, 'mtimeNs'));
+        const [a, m] = [seconds(atime, 'atimeNs'), seconds(mtime, 'mtimeNs')];
+        dir.at(cipherPath, (e) => fs.lutimesSync(e, a, m));
       });
     },
   };
 }
 
-/** Node has no mkfifo: mkfifo(1) from coreutils does it, with no secret in its argv. */
-function mkfifo(path: string, mode: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('mkfifo', ['-m', mode.toString(8), '--', path], (err) => {
+/**
+ * Node has no mkfifo: mkfifo(1) from coreutils does it (no secret in its argv), run in the
+ * confined parent directory itself (our descriptor of it, seen through /proc/PID/fd) and given
+ * one name, so it cannot be led elsewhere.
+ */
+function mkfifo(dir: CipherDir, cipherPath: string, mode: number): Promise<void> {
+  const parent = dir.open(nodePath.dirname(cipherPath), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  const name = nodePath.basename(cipherPath);
+  return new Promise<void>((resolve, reject) => {
+    execFile('mkfifo', ['-m', mode.toString(8), '--', name], { cwd: `/proc/${process.pid}/fd/${parent}` }, (err) => {
       if (!err) return resolve();
-      reject(Object.assign(new Error(`mkfifo ${path} failed`), { code: fs.existsSync(path) ? 'EEXIST' : 'EIO' }));
+      let exists = false;
+      try {
+        dir.lstat(cipherPath);
+        exists = true;
+      } catch {
+        // not made
+      }
+      reject(Object.assign(new Error(`mkfifo ${cipherPath} failed`), { code: exists ? 'EEXIST' : 'EIO' }));
     });
-  });
+  }).finally(() => fs.closeSync(parent));
 }

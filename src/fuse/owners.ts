@@ -1,4 +1,3 @@
-import * as fs from 'node:fs';
 import type { FuseCaller } from './native-types';
 
 const S_ISUID = 0o4000;
@@ -28,12 +27,18 @@ export function daemonIdentity(): DaemonIdentity {
  * the caller is the daemon's user anyway. Then setuid/setgid are dropped from another user's new
  * file, so nobody makes files setuid to the daemon's user.
  *
- * `target`: a descriptor (a new file before it has its name) or a path (never followed).
- * Throws what chown and chmod throw, except chown's EPERM.
+ * `target` changes the new entry: through its descriptor (a new file before it has its name) or
+ * its confined path (never followed). Throws what chown and chmod throw, except chown's EPERM.
  */
+export interface NewEntry {
+  chown(uid: number, gid: number): void;
+  chmod(mode: number): void;
+  /** The mode of the directory it was made in. */
+  parentMode(): number;
+}
+
 export function settleNewEntry(
-  target: number | string,
-  parentDir: string,
+  target: NewEntry,
   kind: EntryKind,
   caller: FuseCaller | undefined,
   mode: number | undefined,
@@ -41,13 +46,12 @@ export function settleNewEntry(
 ): void {
   const foreign = caller !== undefined && (caller.uid !== me.uid || caller.gid !== me.gid);
   let setgidDir: boolean | undefined;
-  const inSetgidDir = (): boolean => (setgidDir ??= (fs.statSync(parentDir).mode & S_ISGID) !== 0);
+  const inSetgidDir = (): boolean => (setgidDir ??= (target.parentMode() & S_ISGID) !== 0);
   let owned = true;
   if (foreign) {
     const gid = inSetgidDir() ? -1 : caller.gid;
     try {
-      if (typeof target === 'number') fs.fchownSync(target, caller.uid, gid);
-      else fs.lchownSync(target, caller.uid, gid);
+      target.chown(caller.uid, gid);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
       owned = caller.uid === me.uid;
@@ -58,6 +62,5 @@ export function settleNewEntry(
   if (kind === 'dir' && inSetgidDir()) want |= S_ISGID;
   if (!owned && kind !== 'dir') want &= ~(S_ISUID | S_ISGID);
   if ((mode & me.umask) === 0 && (want & (S_ISUID | S_ISGID)) === 0 && want === (mode & 0o7777)) return;
-  if (typeof target === 'number') fs.fchmodSync(target, want);
-  else fs.chmodSync(target, want);
+  target.chmod(want);
 }

@@ -21,6 +21,7 @@ import {
   verifyHeader,
 } from '../dare';
 import { loadSysCalls } from '../sys';
+import type { CipherDir } from './cipher-dir';
 import { ClosedFileError, ReadOnlyError } from './errors';
 import * as io from './io';
 import type { Journal, JournalEntry } from './journal';
@@ -53,6 +54,8 @@ export class DirtyBudget {
 }
 
 export interface FileContext {
+  /** Every access to the cipher directory goes through it (confined: FORMAT.md §6). */
+  dir: CipherDir;
   keys: KeySource;
   cache: PackageCache;
   settings: StoreSettings;
@@ -128,11 +131,11 @@ export class CipherFile {
     let fd: number;
     let writeRefusal: string | undefined = ctx.readOnly ? 'EROFS' : undefined;
     try {
-      fd = fs.openSync(cipherPath, writeRefusal === undefined ? 'r+' : 'r');
+      fd = ctx.dir.openFile(cipherPath, writeRefusal === undefined ? fs.constants.O_RDWR : fs.constants.O_RDONLY);
     } catch (err) {
       if (writeRefusal !== undefined || !isErrno(err, 'EACCES', 'EPERM', 'EROFS')) throw err;
       writeRefusal = (err as NodeJS.ErrnoException).code;
-      fd = fs.openSync(cipherPath, 'r');
+      fd = ctx.dir.openFile(cipherPath, fs.constants.O_RDONLY);
     }
     try {
       const { size: fileSize } = fs.fstatSync(fd);
@@ -180,15 +183,17 @@ export class CipherFile {
     const key = await ctx.keys.key(prefix);
     const flags = fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL;
     const tmp = path.join(path.dirname(cipherPath), `${TEMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`);
+    const dir = ctx.dir;
+    const openNew = (file: string, fl: number, m: number): number => dir.openFile(file, fl, m);
     let fd: number;
     let linked = false;
     try {
-      fd = io.createSync(tmp, flags, mode);
+      fd = io.createSync(tmp, flags, mode, openNew);
       try {
         writeFully(fd, prefix, 0, tmp);
         prepare?.(fd);
         try {
-          io.linkSync(tmp, cipherPath);
+          dir.at2(tmp, cipherPath, (from, to) => io.linkSync(from, to));
           linked = true;
         } catch (err) {
           // No hard links here (some network and FUSE file systems): create in place, as before.
@@ -196,12 +201,12 @@ export class CipherFile {
         }
       } catch (err) {
         fs.closeSync(fd);
-        io.quietly(() => io.removeSync(tmp));
+        io.quietly(() => dir.at(tmp, io.removeSync));
         throw err;
       }
       if (linked) {
         try {
-          io.unlinkSync(tmp);
+          dir.at(tmp, io.unlinkSync);
         } catch (err) {
           // The file exists under its name; a leftover temporary name is harmless (fsck removes it).
           if (err instanceof io.SimulatedCrash) {
@@ -211,14 +216,14 @@ export class CipherFile {
         }
       } else {
         fs.closeSync(fd);
-        io.quietly(() => io.removeSync(tmp));
-        fd = io.createSync(cipherPath, flags, mode);
+        io.quietly(() => dir.at(tmp, io.removeSync));
+        fd = io.createSync(cipherPath, flags, mode, openNew);
         try {
           writeFully(fd, prefix, 0, cipherPath);
           prepare?.(fd);
         } catch (err) {
           fs.closeSync(fd);
-          io.quietly(() => io.removeSync(cipherPath));
+          io.quietly(() => dir.at(cipherPath, io.removeSync));
           throw err;
         }
       }
@@ -381,12 +386,16 @@ export class CipherFile {
       }
       let runEnd = index;
       while (runEnd < last && !this.dirty.has(runEnd + 1) && runEnd + 1 - index < MAX_IOV_PACKAGES) runEnd++;
-      for (const [i, plain] of this.loadFromDisk(index, runEnd)) fn(i, plain);
+      this.loadFromDisk(index, runEnd, fn);
       index = runEnd + 1;
     }
   }
 
-  private loadFromDisk(first: number, last: number): Array<[number, Buffer]> {
+  /**
+   * Opens packages [first, last] from disk and hands each to `fn` before caching it: caching
+   * may evict (and so zero) packages loaded earlier in the same run.
+   */
+  private loadFromDisk(first: number, last: number, fn: (index: number, plain: Buffer) => void): void {
     const size = this.diskSize;
     const start = packageOffset(first);
     const end = Math.min(packageOffset(last + 1), cipherSize(size));
@@ -394,7 +403,6 @@ export class CipherFile {
     const raw = scratch(end - start);
     const got = fs.readSync(this.fd, raw, 0, raw.length, start);
     const count = packageCount(size);
-    const out: Array<[number, Buffer]> = [];
     for (let index = first; index <= last; index++) {
       const length = payloadLength(index, size);
       const at = packageOffset(index) - start;
@@ -410,11 +418,10 @@ export class CipherFile {
         throw err;
       }
       this.ctx.counters.packagesOpened++;
+      fn(index, plain);
       this.ctx.cache.set(this.id, index, plain);
       this.cachedIndexes.add(index);
-      out.push([index, plain]);
     }
-    return out;
   }
 
   private loadOne(index: number): Buffer {
@@ -626,7 +633,8 @@ export class CipherFile {
     const dir = path.dirname(this.cipherPath);
     const tmp = path.join(dir, `${TEMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`);
     const old = fs.fstatSync(this.fd);
-    const fd = io.createSync(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, old.mode & 0o7777);
+    const cipherDir = this.ctx.dir;
+    const fd = io.createSync(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, old.mode & 0o7777, (f, fl, m) => cipherDir.openFile(f, fl, m));
     const count = packageCount(this.size);
     const streamNonce = randomNonce(Version.V20);
     try {
@@ -661,14 +669,14 @@ export class CipherFile {
       fs.fchmodSync(fd, mode);
       loadSysCalls().calls?.fcopyxattrs(this.fd, fd);
       io.fsyncSync(fd, tmp);
-      if (this.unlinked) io.unlinkSync(tmp);
+      if (this.unlinked) cipherDir.at(tmp, io.unlinkSync);
       else {
-        io.renameSync(tmp, this.cipherPath);
-        fsyncDirectory(dir);
+        cipherDir.at2(tmp, this.cipherPath, io.renameSync);
+        cipherDir.fsyncDir(dir, io.fsyncSync);
       }
     } catch (err) {
       fs.closeSync(fd);
-      io.quietly(() => io.removeSync(tmp));
+      io.quietly(() => cipherDir.at(tmp, io.removeSync));
       key.fill(0);
       throw err;
     }
@@ -696,7 +704,7 @@ export class CipherFile {
     if (mode === 'data') io.fdatasyncSync(this.fd, this.cipherPath);
     else io.fsyncSync(this.fd, this.cipherPath);
     if (this.dirNeedsSync) {
-      fsyncDirectory(path.dirname(this.cipherPath));
+      this.ctx.dir.fsyncDir(path.dirname(this.cipherPath), io.fsyncSync);
       this.dirNeedsSync = false;
     }
   }

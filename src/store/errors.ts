@@ -19,3 +19,26 @@ export class ClosedFileError extends StoreError {
     super(`${path}: file already closed`);
   }
 }
+
+/**
+ * A cipher path that would leave the cipher directory or pass through a symlink (FORMAT.md §6):
+ * whoever else writes there planted it. Refused, never followed.
+ */
+export class UnsafePathError extends StoreError {
+  constructor(
+    readonly path: string,
+    why: string,
+  ) {
+    super(`${path} ${why}: refused (the cipher directory is not trusted)`);
+  }
+}
+
+/** Something other than a regular file (a FIFO, a device, a directory) where a cipher file should be. */
+export class NotRegularFileError extends StoreError {
+  constructor(
+    readonly path: string,
+    st: { mode: number },
+  ) {
+    super(`${path} is not a regular file (mode ${(st.mode & 0o170000).toString(8).padStart(6, '0')}): not a cipher file`);
+  }
+}

@@ -1,3 +1,4 @@
+export * from './cipher-dir';
 export * from './cipher-file';
 export * from './errors';
 export * from './package-cache';

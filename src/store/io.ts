@@ -126,10 +126,13 @@ export function removeSync(file: string): void {
   }
 }
 
-/** open(2) with O_CREAT in `flags`: makes a name, so it counts as a write. */
-export function createSync(file: string, flags: number, mode: number): number {
+/**
+ * open(2) with O_CREAT in `flags`: makes a name, so it counts as a write. `open` does the
+ * opening (the cipher directory's confined open).
+ */
+export function createSync(file: string, flags: number, mode: number, open: (file: string, flags: number, mode: number) => number = fs.openSync): number {
   if (hook !== null && decide({ kind: 'create', path: file }) === 'half') tear({ kind: 'create', path: file });
-  return fs.openSync(file, flags, mode);
+  return open(file, flags, mode);
 }
 
 export function mkdirSync(dir: string, mode: number): void {

@@ -10,7 +10,9 @@ export interface PackageCacheStats {
 /**
  * Decrypted packages of a volume, bounded in bytes. Keys are (file object id, package index):
  * a file's entries are dropped when its last handle closes, so stale plaintext never outlives
- * the object that keeps it consistent with its writes.
+ * the object that keeps it consistent with its writes. Plaintext that leaves the cache (evicted,
+ * replaced, dropped) is zeroed: nobody holds a cached buffer past the synchronous call that got
+ * it, and plaintext should not linger in freed memory (or a swap file) longer than needed.
  */
 export class PackageCache {
   private readonly lru: LRUCache<string, Buffer>;
@@ -21,6 +23,7 @@ export class PackageCache {
     this.lru = new LRUCache<string, Buffer>({
       maxSize: Math.max(1, maxBytes),
       sizeCalculation: (buf) => Math.max(1, buf.length),
+      dispose: (buf) => buf.fill(0),
     });
   }
 

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CONFIG_DIR } from '../keys';
+import { CipherDir } from './cipher-dir';
 import { CipherFile, DirtyBudget, FileContext, KeySource, StoreCounters, StoreSettings } from './cipher-file';
 import { Journal, ReplayResult } from './journal';
 import { PackageCache } from './package-cache';
@@ -43,18 +44,25 @@ export class Volume {
 
   /** The cipher directory (symlinks resolved: the journal names files relative to it). */
   private readonly root: string | undefined;
+  /**
+   * Every access to the cipher directory, confined beneath it (FORMAT.md §6). Without a cipher
+   * directory (store tests), confined beneath '/': still no symlink followed.
+   */
+  readonly dir: CipherDir;
   /** Why the journal is off although it was asked for (no write access to .darefs/). */
   readonly journalProblem: string | undefined;
 
   constructor(opts: VolumeOptions) {
     this.cache = new PackageCache(opts.packageCacheBytes);
-    this.root = opts.cipherDir === undefined ? undefined : realpathOrResolve(opts.cipherDir);
+    this.dir = CipherDir.open(opts.cipherDir ?? '/');
+    this.root = opts.cipherDir === undefined ? undefined : this.dir.root;
     let journal = this.root !== undefined && opts.journal !== false && !opts.readOnly ? new Journal(this.root, path.join(this.root, CONFIG_DIR)) : undefined;
     this.journalProblem = journal?.unusable();
     // Without write access there (the cipher directory's root read-only to us, say) every
     // flush would fail: write without the journal, and let the mount say so.
     if (this.journalProblem !== undefined) journal = undefined;
     this.ctx = {
+      dir: this.dir,
       keys: opts.keys,
       cache: this.cache,
       settings: opts.settings,
@@ -80,9 +88,13 @@ export class Volume {
     return (this.ctx.journal ?? new Journal(this.root, path.join(this.root, CONFIG_DIR))).replay();
   }
 
-  /** Closes the journal (after the last flush). */
+  /** Closes the journal (after the last flush) and the cipher directory. */
   close(): void {
-    this.ctx.journal?.close();
+    try {
+      this.ctx.journal?.close();
+    } finally {
+      this.dir.close();
+    }
   }
 
   get readOnly(): boolean {
@@ -104,7 +116,7 @@ export class Volume {
       }
       // Another name of an open file (a hard link): share its object. The stat and the open in
       // CipherFile.open run in one tick, so no operation of ours can change the path between.
-      const inode = inodeKey(cipherPath);
+      const inode = this.inodeKey(cipherPath);
       const closingInode = inode === undefined ? undefined : this.closingInodes.get(inode);
       if (closingInode) {
         await closingInode;
@@ -140,7 +152,7 @@ export class Volume {
     await this.closing.get(cipherPath);
     const file = await CipherFile.create(cipherPath, name, mode, this.ctx, prepare);
     this.files.set(cipherPath, file);
-    const inode = inodeKey(cipherPath);
+    const inode = this.inodeKey(cipherPath);
     if (inode !== undefined) this.index(file, inode);
     file.refs++;
     return file;
@@ -152,6 +164,16 @@ export class Volume {
    */
   find(cipherPath: string, st?: fs.Stats | fs.BigIntStats): CipherFile | undefined {
     return this.files.get(cipherPath) ?? (st ? this.byInode.get(`${st.dev}:${st.ino}`) : undefined);
+  }
+
+  /** "dev:ino" of the entry at a path (never followed), or undefined when it cannot be stat'ed. */
+  private inodeKey(cipherPath: string): string | undefined {
+    try {
+      const st = this.dir.lstat(cipherPath);
+      return `${st.dev}:${st.ino}`;
+    } catch {
+      return undefined;
+    }
   }
 
   private index(file: CipherFile, inode: string): void {
@@ -235,20 +257,4 @@ export class Volume {
   }
 }
 
-function realpathOrResolve(dir: string): string {
-  try {
-    return fs.realpathSync(dir);
-  } catch {
-    return path.resolve(dir);
-  }
-}
 
-/** "dev:ino" of the file at a path, or undefined when it cannot be stat'ed. */
-function inodeKey(path: string): string | undefined {
-  try {
-    const st = fs.statSync(path);
-    return `${st.dev}:${st.ino}`;
-  } catch {
-    return undefined;
-  }
-}

@@ -23,6 +23,10 @@ export interface SysCalls {
   fcopyxattrs(fromFd: number, toFd: number): number;
   /** utimensat(AT_SYMLINK_NOFOLLOW) to the nanosecond; nsec may be UTIME_NOW or UTIME_OMIT. */
   lutimens(file: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+  /** openat2(2): `resolve` is a mask of RESOLVE_* flags; throws ENOSYS before Linux 5.6. */
+  openat2(dirfd: number, file: string, flags: number, mode: number, resolve: number): number;
+  /** No core dumps and not dumpable (no ptrace, no /proc/PID/mem for the same user). */
+  harden(): void;
 }
 
 /** Where scripts/build-native.js puts the addon: native/ in darefs's own directory. */
@@ -82,4 +86,20 @@ export function splitNames(list: Buffer): string[] {
     start = i + 1;
   }
   return names;
+}
+
+/**
+ * Keeps keys and plaintext out of core dumps and away from other processes of the same user
+ * (ptrace, /proc/PID/mem): RLIMIT_CORE 0 and PR_SET_DUMPABLE 0. Returns why it could not, or
+ * undefined.
+ */
+export function hardenProcess(): string | undefined {
+  const { calls } = loadSysCalls();
+  if (!calls) return 'native/darefs_sys is not loaded: the daemon may dump core and stays dumpable';
+  try {
+    calls.harden();
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
 }

@@ -302,3 +302,14 @@ export class Model {
     this.data = grown;
   }
 }
+
+/**
+ * The path a `/proc/self/fd/N/name` path (how the store names an entry of its confined cipher
+ * directory: src/store/cipher-dir.ts) stands for, while descriptor N is open; other paths as they are.
+ */
+export function realPathOf(p: string): string {
+  const m = /^\/proc\/self\/fd\/(\d+)(?:\/(.*))?$/.exec(p);
+  if (!m) return p;
+  const dir = fs.readlinkSync(`/proc/self/fd/${m[1]}`);
+  return m[2] === undefined ? dir : path.join(dir, m[2]);
+}

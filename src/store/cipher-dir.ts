@@ -1,0 +1,224 @@
+import * as fs from 'node:fs';
+import * as nodePath from 'node:path';
+import { loadSysCalls, type SysCalls } from '../sys';
+import { NotRegularFileError, UnsafePathError } from './errors';
+
+/** Linux's O_PATH (the same value on x86-64 and arm64); Node's fs.constants lacks it. */
+export const O_PATH = 0o10000000;
+const { O_NOFOLLOW, O_DIRECTORY, O_NONBLOCK, O_RDONLY } = fs.constants;
+const O_CLOEXEC = 0o2000000;
+
+// openat2(2) resolve flags (linux/openat2.h).
+const RESOLVE_NO_MAGICLINKS = 0x02;
+const RESOLVE_NO_SYMLINKS = 0x04;
+const RESOLVE_BENEATH = 0x08;
+const CONFINED = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+
+/**
+ * The cipher directory as darefs may touch it (FORMAT.md §6: the directory is hostile). Every
+ * path is resolved beneath the directory's own descriptor with no symlink and no ".." on the
+ * way (openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS; without the
+ * addon or on a kernel before 5.6, an O_NOFOLLOW walk one component at a time). The last
+ * component is never followed either: files open with O_NOFOLLOW, and calls that take a path
+ * get `/proc/self/fd/<parent>/<name>`, the parent's descriptor plus one name, which the kernel
+ * looks up in exactly that directory, wherever it has been moved (the same as an *at call with
+ * AT_SYMLINK_NOFOLLOW on that descriptor, for the calls Node has only by path). So a symlink or
+ * a directory swapped in by whoever else writes there can never lead darefs outside, nor into
+ * an entry other than the one named.
+ *
+ * Paths given to it are absolute paths beneath `root` (what the store keeps) or relative ones.
+ */
+export class CipherDir {
+  /** O_PATH descriptor of the root. */
+  readonly fd: number;
+  private readonly sys: SysCalls | undefined;
+  private openat2Missing = false;
+
+  private constructor(
+    /** The root as the user named it (resolved once, at mount: that path is the user's own). */
+    readonly root: string,
+    fd: number,
+  ) {
+    this.fd = fd;
+    this.sys = loadSysCalls().calls;
+  }
+
+  static open(root: string): CipherDir {
+    const real = fs.realpathSync(root);
+    return new CipherDir(real, fs.openSync(real, O_PATH | O_DIRECTORY | O_CLOEXEC));
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+
+  /** The path relative to the root ('' for the root itself), checked component by component. */
+  relative(p: string): string {
+    let rel: string;
+    if (nodePath.isAbsolute(p)) {
+      if (p === this.root) return '';
+      if (!p.startsWith(this.root === '/' ? '/' : this.root + '/')) throw new UnsafePathError(p, 'is not inside the cipher directory');
+      rel = p.slice(this.root === '/' ? 1 : this.root.length + 1);
+    } else {
+      rel = p;
+    }
+    if (rel === '' || rel === '.') return '';
+    for (const part of rel.split('/')) {
+      if (part === '' || part === '.' || part === '..') throw new UnsafePathError(p, 'has an empty, "." or ".." component');
+    }
+    return rel;
+  }
+
+  /** An absolute path for messages and for the store's bookkeeping. */
+  absolute(rel: string): string {
+    return rel === '' ? this.root : nodePath.join(this.root, rel);
+  }
+
+  /**
+   * Opens `p` confined (see the class comment), adding O_NOFOLLOW and O_CLOEXEC to `flags`. A
+   * symlink met anywhere, or a way out, is an UnsafePathError; other errors are the system's.
+   */
+  open(p: string, flags: number, mode = 0o666): number {
+    const rel = this.relative(p);
+    flags |= O_NOFOLLOW | O_CLOEXEC;
+    if (rel === '') return fs.openSync(`/proc/self/fd/${this.fd}`, flags & ~O_NOFOLLOW, mode);
+    if (this.sys && !this.openat2Missing) {
+      try {
+        return this.sys.openat2(this.fd, rel, flags, mode, CONFINED);
+      } catch (err) {
+        if (errnoCode(err) === 'ENOSYS') this.openat2Missing = true;
+        else throw this.explain(err, p);
+      }
+    }
+    return this.walk(rel, p, flags, mode);
+  }
+
+  /** The O_NOFOLLOW walk for kernels (or builds) without openat2. */
+  private walk(rel: string, p: string, flags: number, mode: number): number {
+    const parts = rel.split('/');
+    let dir = this.fd;
+    try {
+      for (let i = 0; i < parts.length - 1; i++) {
+        const next = fs.openSync(`/proc/self/fd/${dir}/${parts[i]}`, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dir !== this.fd) fs.closeSync(dir);
+        dir = next;
+      }
+      return fs.openSync(`/proc/self/fd/${dir}/${parts[parts.length - 1]}`, flags, mode);
+    } catch (err) {
+      throw this.explain(err, p);
+    } finally {
+      if (dir !== this.fd) fs.closeSync(dir);
+    }
+  }
+
+  /** What the confinement refused (ELOOP: a symlink; EXDEV: a way out) becomes an UnsafePathError. */
+  private explain(err: unknown, p: string): unknown {
+    const code = errnoCode(err);
+    if (code === 'ELOOP' || code === 'EXDEV') return new UnsafePathError(p, 'goes through a symlink or out of the cipher directory');
+    return err;
+  }
+
+  /**
+   * Opens a cipher file's content: never blocks (O_NONBLOCK: a FIFO planted in its place would
+   * otherwise hang the daemon) and refuses anything that is not a regular file.
+   */
+  openFile(p: string, flags: number, mode = 0o666): number {
+    const fd = this.open(p, flags | O_NONBLOCK, mode);
+    let st: fs.Stats;
+    try {
+      st = fs.fstatSync(fd);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    if (!st.isFile()) {
+      fs.closeSync(fd);
+      throw new NotRegularFileError(p, st);
+    }
+    return fd;
+  }
+
+  /**
+   * Runs `fn` with a path that names the entry `p` itself, for calls Node offers only by path:
+   * `/proc/self/fd/<fd of p's parent>/<name>`. The calls made on it must not follow a final
+   * symlink (lstat, lchown, unlink, rmdir, rename, link, mkdir, symlink, readlink, l*xattr...).
+   */
+  at<T>(p: string, fn: (entry: string) => T): T {
+    const rel = this.relative(p);
+    if (rel === '') throw new UnsafePathError(p, 'is the cipher directory itself');
+    const slash = rel.lastIndexOf('/');
+    if (slash < 0) return fn(`/proc/self/fd/${this.fd}/${rel}`);
+    const parent = this.open(rel.slice(0, slash), O_PATH | O_DIRECTORY);
+    try {
+      return fn(`/proc/self/fd/${parent}/${rel.slice(slash + 1)}`);
+    } finally {
+      fs.closeSync(parent);
+    }
+  }
+
+  /** `at` for two entries at once (rename, link). */
+  at2<T>(a: string, b: string, fn: (entryA: string, entryB: string) => T): T {
+    return this.at(a, (ea) => this.at(b, (eb) => fn(ea, eb)));
+  }
+
+  /**
+   * Runs `fn` with a path that reaches the inode of `p` itself, through an O_PATH descriptor
+   * (`/proc/self/fd/<fd>`), for calls that would follow a final symlink (chmod, access, statfs):
+   * `p` is opened without following, so a symlink there is handed to `fn` as the symlink.
+   */
+  inode<T>(p: string, fn: (inode: string, st: fs.Stats) => T): T {
+    const fd = this.open(p, O_PATH);
+    try {
+      return fn(`/proc/self/fd/${fd}`, fs.fstatSync(fd));
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  lstat(p: string): fs.Stats;
+  lstat(p: string, opts: { bigint: true }): fs.BigIntStats;
+  lstat(p: string, opts?: { bigint: true }): fs.Stats | fs.BigIntStats {
+    if (this.relative(p) === '') return opts ? fs.fstatSync(this.fd, opts) : fs.fstatSync(this.fd);
+    return this.at(p, (e) => (opts ? fs.lstatSync(e, opts) : fs.lstatSync(e)));
+  }
+
+  readdir(p: string): string[] {
+    const fd = this.open(p, O_RDONLY | O_DIRECTORY);
+    try {
+      return fs.readdirSync(`/proc/self/fd/${fd}`);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  readdirTypes(p: string): fs.Dirent[] {
+    const fd = this.open(p, O_RDONLY | O_DIRECTORY);
+    try {
+      return fs.readdirSync(`/proc/self/fd/${fd}`, { withFileTypes: true });
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** chmod that never follows a symlink (EOPNOTSUPP for one, as fchmodat(AT_SYMLINK_NOFOLLOW)). */
+  chmod(p: string, mode: number): void {
+    this.inode(p, (inode, st) => {
+      if (st.isSymbolicLink()) throw Object.assign(new Error(`${p}: cannot change the mode of a symlink`), { code: 'EOPNOTSUPP' });
+      fs.chmodSync(inode, mode);
+    });
+  }
+
+  /** fsync of a directory (a new or removed name in it is durable). */
+  fsyncDir(p: string, sync: (fd: number, what: string) => void): void {
+    const fd = this.open(p, O_RDONLY | O_DIRECTORY);
+    try {
+      sync(fd, p);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+}
+
+function errnoCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null ? (err as NodeJS.ErrnoException).code : undefined;
+}
