@@ -106,7 +106,8 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     if (opts.mode === 'ncrypt') {
       throw new ConfigError(opts.cipherDir, `${opts.cipherDir} is a darefs volume (it has ${CONFIG_DIR}/config.json): mount it without --ncrypt`);
     }
-    const master = await unlockMasterKey(config, opts.cipherDir, opts.secrets);
+    // A read-write mount may write the cipher directory: it binds a legacy config's settings.
+    const master = await unlockMasterKey(config, opts.cipherDir, opts.secrets, { upgrade: !opts.readOnly });
     deriver = masterDeriver(master, config.kdf);
     master.fill(0);
     mode = 'master';
