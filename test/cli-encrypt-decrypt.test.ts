@@ -311,3 +311,26 @@ test('a missing input names the path (exit 1); a malformed key file is exit 3', 
   t.is(k.code, 3);
   t.regex(k.stderr, /key file \S*bad\.key must hold exactly 32 raw bytes or 64 hex characters/);
 });
+
+test('decrypt --force into an existing world-readable file leaves it 0600, as a new OUT is', async (t) => {
+  const dir = tempDir(t);
+  const keyfile = writeFile(dir, 'k', MASTER_KEY_HEX);
+  const enc = path.join(dir, 'enc');
+  t.is((await runCli(['encrypt', '--keyfile', keyfile, writeFile(dir, 'plain', 'secret plaintext\n'), enc])).code, 0);
+  for (const old of [0o644, 0o666, 0o4755, 0o000]) {
+    const out = writeFile(dir, `out-${old.toString(8)}`, 'old content');
+    fs.chmodSync(out, old);
+    const r = await runCli(['decrypt', '--force', '--keyfile', keyfile, enc, out]);
+    t.is(r.code, 0, r.stderr);
+    t.is(fs.readFileSync(out, 'utf8'), 'secret plaintext\n');
+    t.is(fs.statSync(out).mode & 0o7777, 0o600, `was ${old.toString(8)}`);
+  }
+  const fresh = path.join(dir, 'fresh');
+  t.is((await runCli(['decrypt', '--keyfile', keyfile, enc, fresh])).code, 0);
+  t.is(fs.statSync(fresh).mode & 0o7777, 0o600);
+  // encrypt keeps its own rule (0666 less the umask): only decrypt forces 0600.
+  const encOut = writeFile(dir, 'enc-out', 'x');
+  fs.chmodSync(encOut, 0o644);
+  t.is((await runCli(['encrypt', '--force', '--keyfile', keyfile, writeFile(dir, 'p2', 'y'), encOut])).code, 0);
+  t.is(fs.statSync(encOut).mode & 0o7777, 0o644);
+});

@@ -68,7 +68,7 @@ test('a wrong passphrase for --volume: exit 3 before any file is touched', async
   const out = path.join(dir, 'out');
   const e = await runCli(['encrypt', '--volume', vol, input, out], { env: { DAREFS_PASSWORD: 'not the passphrase' } });
   t.is(e.code, 3);
-  t.regex(e.stderr, /^darefs: encrypt: wrong password for \S*vol: nothing was read or written/);
+  t.regex(e.stderr, /^darefs: encrypt: wrong password for \S*vol \(or its settings in \.darefs\/config\.json were changed: they are bound to the key\): nothing was read or written/);
   t.false(fs.existsSync(out));
   const enc = path.join(vol, 'f');
   t.is((await runCli(['encrypt', '--volume', vol, input, enc], { env: { DAREFS_PASSWORD: PASS } })).code, 0);

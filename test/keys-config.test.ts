@@ -1,9 +1,10 @@
 import test from 'ava';
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, createHmac, randomBytes, scryptSync } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
+  changePassphrase,
   ConfigError,
   ConfigExistsError,
   configPath,
@@ -38,7 +39,7 @@ test('init with the default (real) scrypt cost, then unlock with the right passp
   const dir = await tmpDir();
   const cfg = await initVolume(dir, { passphrase: PASS });
   t.like(cfg, {
-    formatVersion: 1,
+    formatVersion: 2,
     keyMode: 'master',
     kdf: 'hmac-sha256',
     cipher: 'aes',
@@ -177,7 +178,7 @@ test('malformed configs are ConfigErrors that name the path', async (t) => {
     t.is(err?.path, configPath(dir), label);
     t.true(err?.message.includes(configPath(dir)), label);
   }
-  await writeRaw(dir, JSON.stringify({ ...good, formatVersion: 2 }));
+  await writeRaw(dir, JSON.stringify({ ...good, formatVersion: 3 }));
   await t.throwsAsync(readConfig(dir), { instanceOf: ConfigError, message: /upgrade darefs/ });
 });
 
@@ -215,7 +216,7 @@ test('keyfile mode: no secret stored, the right key unlocks, a wrong key file is
   wrong[31] ^= 0x80;
   await t.throwsAsync(unlockMasterKey(read, dir, { keyFile: wrong }), {
     instanceOf: WrongPasswordError,
-    message: `wrong key file for ${dir}`,
+    message: `wrong key file for ${dir} (or its settings in .darefs/config.json were changed: they are bound to the key)`,
   });
   await t.throwsAsync(unlockMasterKey(read, dir, { passphrase: PASS }), { instanceOf: SecretRequiredError });
 });
@@ -255,4 +256,112 @@ test('readKeyFile accepts 32 raw bytes or 64 hex characters, and nothing else', 
   }
   await t.throwsAsync(readKeyFile(path.join(dir, 'missing')), { instanceOf: KeyFileError, message: /ENOENT/ });
   await t.throwsAsync(readKeyFile(dir), { instanceOf: KeyFileError });
+});
+
+// ---- settings bound to the key (FORMAT.md §4) ----
+
+type RawConfig = Record<string, unknown>;
+
+const FLIPS: Array<[string, (c: RawConfig) => RawConfig]> = [
+  ['kdf', (c) => ({ ...c, kdf: c.kdf === 'hmac-sha256' ? 'hkdf-sha256' : 'hmac-sha256' })],
+  ['cipher', (c) => ({ ...c, cipher: c.cipher === 'aes' ? 'chacha' : 'aes' })],
+  ['writeVersion', (c) => ({ ...c, writeVersion: c.writeVersion === '1.0' ? '2.0' : '1.0' })],
+  ['convert2to1', (c) => ({ ...c, convert2to1: !(c.convert2to1 as boolean) })],
+];
+
+async function readRaw(dir: string): Promise<RawConfig> {
+  return JSON.parse(await fs.readFile(configPath(dir), 'utf8')) as RawConfig;
+}
+
+for (const source of ['passphrase', 'keyfile'] as const) {
+  test(`${source} volume: each changed setting in config.json fails as a wrong key, naming the settings`, async (t) => {
+    const dir = await tmpDir();
+    const key = randomBytes(32);
+    const secret = source === 'passphrase' ? { passphrase: PASS } : { keyFile: key };
+    await initVolume(dir, source === 'passphrase' ? { passphrase: PASS, scrypt: FAST } : { keyFile: key });
+    const good = await readRaw(dir);
+    for (const [name, flip] of FLIPS) {
+      await writeRaw(dir, JSON.stringify(flip(good), null, 2));
+      const cfg = (await readConfig(dir)) as VolumeConfig;
+      await t.throwsAsync(unlockMasterKey(cfg, dir, secret, { upgrade: true }), {
+        instanceOf: WrongPasswordError,
+        message: new RegExp(`^wrong ${source === 'passphrase' ? 'password' : 'key file'} for \\S+ \\(or its settings in \\.darefs/config\\.json were changed`),
+      }, name);
+    }
+    // Key order and spacing on disk are not part of the binding: the same settings still open.
+    const reordered = Object.fromEntries(Object.entries(good).reverse());
+    await writeRaw(dir, JSON.stringify(reordered));
+    t.is((await unlockMasterKey((await readConfig(dir)) as VolumeConfig, dir, secret)).length, 32);
+  });
+}
+
+/** A config as darefs wrote it before settings were bound: formatVersion 1, constant AAD. */
+async function writeLegacyConfig(dir: string, source: 'passphrase' | 'keyfile', masterKey: Buffer): Promise<void> {
+  const settings = { formatVersion: 1, keyMode: 'master', kdf: 'hmac-sha256', cipher: 'aes', writeVersion: '1.0', convert2to1: true };
+  let config: RawConfig;
+  if (source === 'keyfile') {
+    const check = createHmac('sha256', masterKey).update('darefs key check').digest().subarray(0, 16);
+    config = { ...settings, masterKeySource: 'keyfile', keyCheck: check.toString('base64') };
+  } else {
+    const salt = randomBytes(32);
+    const wrap = scryptSync(PASS, salt, 32, { N: FAST.N, r: FAST.r, p: FAST.p });
+    const nonce = randomBytes(12);
+    const c = createCipheriv('aes-256-gcm', wrap, nonce);
+    c.setAAD(Buffer.from('darefs master key v1'));
+    const sealed = Buffer.concat([nonce, c.update(masterKey), c.final(), c.getAuthTag()]);
+    config = { ...settings, masterKeySource: 'passphrase', scrypt: { ...FAST, salt: salt.toString('base64') }, sealedMasterKey: sealed.toString('base64') };
+  }
+  await writeRaw(dir, JSON.stringify(config, null, 2));
+}
+
+for (const source of ['passphrase', 'keyfile'] as const) {
+  test(`${source} volume: a legacy config opens, is upgraded by an unlock that may write, then binds its settings`, async (t) => {
+    const dir = await tmpDir();
+    const master = randomBytes(32);
+    const secret = source === 'passphrase' ? { passphrase: PASS } : { keyFile: master };
+    await writeLegacyConfig(dir, source, master);
+    const legacyText = await fs.readFile(configPath(dir), 'utf8');
+    const legacy = (await readConfig(dir)) as VolumeConfig;
+    t.is(legacy.formatVersion, 1);
+
+    // Without upgrade (a read-only mount, decrypt --volume): opens, the file is left as it was.
+    t.deepEqual(await unlockMasterKey(legacy, dir, secret), master);
+    t.is(await fs.readFile(configPath(dir), 'utf8'), legacyText);
+    // With it: the same master key, and the config is rewritten as formatVersion 2, 0600, no temp left.
+    t.deepEqual(await unlockMasterKey(legacy, dir, secret, { upgrade: true }), master);
+    const upgraded = (await readConfig(dir)) as VolumeConfig;
+    t.is(upgraded.formatVersion, 2);
+    t.like(upgraded, { kdf: 'hmac-sha256', cipher: 'aes', writeVersion: '1.0', convert2to1: true, masterKeySource: source });
+    t.is(await mode(configPath(dir)), 0o600);
+    t.deepEqual(await fs.readdir(path.join(dir, '.darefs')), ['config.json']);
+    t.deepEqual(await unlockMasterKey(upgraded, dir, secret), master);
+    // From now on a flipped setting is refused.
+    await writeRaw(dir, JSON.stringify({ ...(await readRaw(dir)), cipher: 'chacha' }));
+    await t.throwsAsync(unlockMasterKey((await readConfig(dir)) as VolumeConfig, dir, secret), { instanceOf: WrongPasswordError });
+    // And putting formatVersion back to 1 does not turn the check off: the seal is bound to v2.
+    await writeRaw(dir, JSON.stringify({ ...(await readRaw(dir)), cipher: 'aes', formatVersion: 1 }));
+    await t.throwsAsync(unlockMasterKey((await readConfig(dir)) as VolumeConfig, dir, secret), { instanceOf: WrongPasswordError });
+  });
+}
+
+test('passwd keeps the settings bound, and upgrades a legacy config', async (t) => {
+  const dir = await tmpDir();
+  const master = randomBytes(32);
+  await writeLegacyConfig(dir, 'passphrase', master);
+  const next = Buffer.from('a new passphrase');
+  const cfg = await changePassphrase(dir, PASS, next, { scrypt: FAST });
+  t.is(cfg.formatVersion, 2);
+  t.deepEqual(await unlockMasterKey((await readConfig(dir)) as VolumeConfig, dir, { passphrase: next }), master);
+  const good = await readRaw(dir);
+  for (const [name, flip] of FLIPS) {
+    await writeRaw(dir, JSON.stringify(flip(good)));
+    await t.throwsAsync(unlockMasterKey((await readConfig(dir)) as VolumeConfig, dir, { passphrase: next }), { instanceOf: WrongPasswordError }, name);
+  }
+  // A second passwd on a bound config stays bound.
+  await writeRaw(dir, JSON.stringify(good));
+  await changePassphrase(dir, next, PASS, { scrypt: FAST });
+  const again = await readRaw(dir);
+  t.is(again.formatVersion, 2);
+  await writeRaw(dir, JSON.stringify({ ...again, kdf: 'hkdf-sha256' }));
+  await t.throwsAsync(unlockMasterKey((await readConfig(dir)) as VolumeConfig, dir, { passphrase: PASS }), { instanceOf: WrongPasswordError });
 });

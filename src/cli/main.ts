@@ -19,6 +19,7 @@ import { statusCommand } from './commands/status';
 import { umountCommand } from './commands/umount';
 import { exitCodeFor, messageFor, UsageError } from './errors';
 import { ExitCode } from './exit-codes';
+import { takeSecretEnv } from './secrets';
 
 /**
  * The command registry, in the order `darefs --help` lists them. To add a
@@ -66,6 +67,8 @@ export function report(err: unknown, command: string | undefined): number {
 
 /** Runs the CLI with argv (without node and the script); resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
+  // Before any command runs or starts a child: the passwords leave process.env at once.
+  takeSecretEnv();
   const first = argv[0];
   if (first === undefined) {
     process.stderr.write(formatGlobalHelp(COMMANDS));

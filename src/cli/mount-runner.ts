@@ -27,6 +27,8 @@ export interface MountSettings {
   idleUnmountMs?: number;
   /** false with --no-journal: in-place rewrites are not journaled (a crash can tear a package). */
   journal?: boolean;
+  /** false with --no-password-check: no key check on sample files when there is no config. */
+  passwordCheck?: boolean;
 }
 
 /** Where a background daemon logs by default: one file per mount point, owner-only. */
@@ -58,6 +60,7 @@ export async function serveMount(s: MountSettings, secrets: VolumeSecrets, notif
     packageCacheBytes: s.packageCacheMiB === undefined ? undefined : s.packageCacheMiB * 1024 * 1024,
     maxKeys: s.keyCacheEntries,
     journal: s.journal,
+    passwordCheck: s.passwordCheck,
   });
   secrets.passphrase?.fill(0);
   secrets.keyFile?.fill(0);

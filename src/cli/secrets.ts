@@ -26,7 +26,28 @@ import { CliError, InterruptedError, UsageError, ioError } from './errors';
 import { ExitCode } from './exit-codes';
 
 export const PASSWORD_ENV = 'DAREFS_PASSWORD';
+export const NEW_PASSWORD_ENV = 'DAREFS_NEW_PASSWORD';
 const MAX_SECRET_BYTES = 64 * 1024;
+
+const taken: Record<string, string | undefined> = {};
+
+/**
+ * Moves DAREFS_PASSWORD and DAREFS_NEW_PASSWORD out of process.env (idempotent; main() calls it
+ * first thing), so that no child we start inherits them: a background daemon, an --extpass
+ * command, fusermount. Whether or not the command reads them. The kernel's copy of the original
+ * environment (/proc/PID/environ) is not ours to change: --passfile or --extpass avoid it.
+ * Returns the variables taken, for getPassword; a value is handed out once.
+ */
+export function takeSecretEnv(): Record<string, string | undefined> {
+  for (const name of [PASSWORD_ENV, NEW_PASSWORD_ENV]) {
+    const value = process.env[name];
+    if (value !== undefined) {
+      taken[name] = value;
+      delete process.env[name];
+    }
+  }
+  return taken;
+}
 
 /** Options every command that needs a password accepts. */
 export const PASSWORD_OPTIONS = defineOptions([
@@ -44,7 +65,7 @@ export const KEYFILE_OPTION = {
 export interface PasswordOptions {
   passfile?: string;
   extpass?: string;
-  /** Where DAREFS_PASSWORD is looked up; process.env by default. */
+  /** Where DAREFS_PASSWORD is looked up; by default what takeSecretEnv took from process.env. */
   env?: NodeJS.ProcessEnv;
   /** Prompt text, 'Password: ' by default. */
   prompt?: string;
@@ -359,10 +380,9 @@ export async function getPassword(opts: PasswordOptions = {}): Promise<Buffer> {
   }
   if (opts.passfile !== undefined) return fromPassfile(opts.passfile, noun);
   if (opts.extpass !== undefined) return fromExtpass(opts.extpass, noun);
-  const env = opts.env ?? process.env;
+  const env = opts.env ?? takeSecretEnv();
   const fromEnv = env[PASSWORD_ENV];
   if (fromEnv !== undefined) {
-    // Children we start (an --extpass command, a daemon) must not inherit it.
     delete env[PASSWORD_ENV];
     if (fromEnv.length === 0) throw new CliError(`${PASSWORD_ENV} is set but empty`, ExitCode.WRONG_KEY);
     return Buffer.from(fromEnv, 'utf8');

@@ -26,7 +26,38 @@ export interface MountStatus {
 export function statusDir(): string {
   const runtime = process.env.XDG_RUNTIME_DIR;
   if (runtime) return path.join(runtime, 'darefs');
-  return path.join(os.tmpdir(), `darefs-${process.getuid?.() ?? 0}`);
+  return path.join(os.tmpdir(), `darefs-${euid()}`);
+}
+
+function euid(): number {
+  return process.geteuid?.() ?? 0;
+}
+
+/** The status socket directory is not ours alone: nothing is created in it or read from it. */
+export class StatusDirError extends Error {
+  readonly dir: string;
+
+  constructor(dir: string, why: string) {
+    super(`status socket directory ${dir} ${why}: not using it (remove it, or set XDG_RUNTIME_DIR to a private directory)`);
+    this.name = new.target.name;
+    this.dir = dir;
+  }
+}
+
+/**
+ * Checks, without following a symlink, that `dir` is a real directory owned by our effective uid
+ * that no group or other user can enter. In a shared /tmp another user can create
+ * /tmp/darefs-UID first (or plant a symlink there): a socket made in their directory can be
+ * replaced or spoofed by them, and a chmod through their symlink would hit whatever it names.
+ */
+export function checkStatusDir(dir: string): void {
+  const st = fs.lstatSync(dir);
+  if (st.isSymbolicLink()) throw new StatusDirError(dir, 'is a symbolic link');
+  if (!st.isDirectory()) throw new StatusDirError(dir, 'is not a directory');
+  if (st.uid !== euid()) throw new StatusDirError(dir, `is owned by uid ${st.uid}, not by this user (uid ${euid()})`);
+  if ((st.mode & 0o077) !== 0) {
+    throw new StatusDirError(dir, `has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: group or others have access`);
+  }
 }
 
 /** One socket per mount point, named by a hash of its canonical path. */
@@ -45,8 +76,20 @@ export function hitRate(hits: number, misses: number): number | null {
  */
 export async function serveStatus(mountpoint: string, snapshot: () => MountStatus): Promise<{ close(): void }> {
   const dir = statusDir();
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  fs.chmodSync(dir, 0o700);
+  fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o700 });
+  try {
+    fs.mkdirSync(dir, { mode: 0o700 });
+    // Exactly 0700 whatever the umask left; through an fd that cannot be a symlink's target.
+    const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+    try {
+      fs.fchmodSync(fd, 0o700);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  checkStatusDir(dir);
   const file = statusSocketPath(mountpoint);
   fs.rmSync(file, { force: true });
   const server = net.createServer((socket) => {
@@ -69,6 +112,12 @@ export async function serveStatus(mountpoint: string, snapshot: () => MountStatu
 
 /** Asks the daemon serving `mountpoint` for its status; undefined when nobody answers. */
 export function queryStatus(mountpoint: string, timeoutMs = 3000): Promise<MountStatus | undefined> {
+  try {
+    // A socket in a directory someone else controls may be theirs: do not believe what it says.
+    checkStatusDir(statusDir());
+  } catch {
+    return Promise.resolve(undefined);
+  }
   return new Promise((resolve) => {
     const socket = net.connect(statusSocketPath(mountpoint));
     let text = '';

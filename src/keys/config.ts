@@ -3,6 +3,14 @@
 // AES-256-GCM under scrypt(passphrase, salt): the GCM tag lets a wrong
 // passphrase be detected from the config alone, before any file is touched.
 // Directories written by sio's ncrypt have no config at all.
+//
+// The cipher directory is hostile (FORMAT.md §6), so the settings are
+// authenticated too (§4): from formatVersion 2 every field except the seal
+// itself is bound, in a canonical encoding (settingsBinding), into the AAD of
+// the sealed master key, or into the key check of a key-file volume. A
+// changed setting then fails exactly like a wrong key. formatVersion 1
+// configs (constant AAD) are still read and are upgraded by the next unlock
+// that may write (a read-write mount, passwd).
 
 import { createCipheriv, createDecipheriv, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { constants as fsc, promises as fs, type Stats } from 'node:fs';
@@ -12,7 +20,10 @@ import { KEY_SIZE, scryptAsync, type MasterKdf, type ScryptParams } from './kdf'
 
 export const CONFIG_DIR = '.darefs';
 export const CONFIG_FILE = 'config.json';
-export const FORMAT_VERSION = 1;
+/** formatVersion of the configs this darefs writes: 2 binds the settings to the key (§4). */
+export const FORMAT_VERSION = 2;
+/** Configs written before the settings were bound; read, and upgraded when the key is at hand. */
+export const LEGACY_FORMAT_VERSION = 1;
 
 export type Cipher = 'aes' | 'chacha';
 export type WriteVersion = '1.0' | '2.0';
@@ -24,7 +35,8 @@ export interface StoredScrypt extends ScryptParams {
 }
 
 interface VolumeConfigBase {
-  readonly formatVersion: 1;
+  /** 2: settings bound to the key; 1: legacy, settings not authenticated (upgraded on unlock). */
+  readonly formatVersion: 1 | 2;
   /** Only master mode is ever stored: ncrypt-mode directories have no .darefs. */
   readonly keyMode: 'master';
   readonly kdf: MasterKdf;
@@ -45,7 +57,10 @@ export interface PassphraseVolumeConfig extends VolumeConfigBase {
 
 export interface KeyfileVolumeConfig extends VolumeConfigBase {
   readonly masterKeySource: 'keyfile';
-  /** base64 of HMAC-SHA256(masterKey, KEY_CHECK_MESSAGE)[0..16]: detects a wrong key file. */
+  /**
+   * base64 of HMAC-SHA256(masterKey, message)[0..16]: detects a wrong key file and, from
+   * formatVersion 2, changed settings (the message holds them, see keyCheckOf).
+   */
   readonly keyCheck: string;
 }
 
@@ -85,9 +100,14 @@ const TAG_SIZE = 16;
 const SEALED_SIZE = NONCE_SIZE + KEY_SIZE + TAG_SIZE;
 const KEY_CHECK_SIZE = 16;
 // Binds the sealed blob to its purpose, so it cannot be confused with any
-// other AES-GCM blob sealed under the same passphrase-derived key.
-const SEAL_AAD = Buffer.from('darefs master key v1', 'utf8');
-const KEY_CHECK_MESSAGE = Buffer.from('darefs key check', 'utf8');
+// other AES-GCM blob sealed under the same passphrase-derived key. Version 1
+// is the whole AAD of a legacy config; version 2 is followed by the settings.
+const SEAL_AAD_V1 = Buffer.from('darefs master key v1', 'utf8');
+const SEAL_AAD_V2 = 'darefs master key v2\n';
+const KEY_CHECK_MESSAGE_V1 = Buffer.from('darefs key check', 'utf8');
+const KEY_CHECK_MESSAGE_V2 = 'darefs key check v2\n';
+// The fields that are the seal itself; every other field is a bound setting.
+const SEAL_FIELDS: ReadonlySet<string> = new Set(['sealedMasterKey', 'keyCheck']);
 // A config is a few hundred bytes; refuse to slurp anything absurd.
 const MAX_CONFIG_BYTES = 64 * 1024;
 // Upper bounds keep a corrupted or hostile config from asking for gigabytes.
@@ -116,25 +136,59 @@ function checkScryptParams(p: ScryptParams): string | null {
   return null;
 }
 
-function keyCheckOf(masterKey: Buffer): Buffer {
-  return createHmac('sha256', masterKey).update(KEY_CHECK_MESSAGE).digest().subarray(0, KEY_CHECK_SIZE);
+/**
+ * JSON with object keys in sorted order and no whitespace: one byte string per value, whatever
+ * order or spacing config.json happens to have on disk.
+ */
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (typeof v === 'object' && v !== null) {
+    const o = v as Record<string, unknown>;
+    const keys = Object.keys(o).filter((k) => o[k] !== undefined).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`;
+  }
+  if (typeof v === 'number' && !Number.isSafeInteger(v)) throw new TypeError(`config value ${v} is not an integer`);
+  return JSON.stringify(v);
 }
 
-function seal(wrapKey: Buffer, masterKey: Buffer): Buffer {
+/**
+ * The canonical encoding of a config's settings (FORMAT.md §4): canonical JSON of every field
+ * except the seal (sealedMasterKey, keyCheck). Binding the whole rest, not a list of names,
+ * means a field added later is authenticated as soon as parseConfig accepts it.
+ */
+export function settingsBinding(config: VolumeConfig): Buffer {
+  const settings = Object.fromEntries(Object.entries(config).filter(([k]) => !SEAL_FIELDS.has(k)));
+  return Buffer.from(canonicalJson(settings), 'utf8');
+}
+
+function sealAad(config: VolumeConfig): Buffer {
+  if (config.formatVersion === LEGACY_FORMAT_VERSION) return SEAL_AAD_V1;
+  return Buffer.concat([Buffer.from(SEAL_AAD_V2, 'utf8'), settingsBinding(config)]);
+}
+
+function keyCheckOf(masterKey: Buffer, config: VolumeConfig): Buffer {
+  const message =
+    config.formatVersion === LEGACY_FORMAT_VERSION
+      ? KEY_CHECK_MESSAGE_V1
+      : Buffer.concat([Buffer.from(KEY_CHECK_MESSAGE_V2, 'utf8'), settingsBinding(config)]);
+  return createHmac('sha256', masterKey).update(message).digest().subarray(0, KEY_CHECK_SIZE);
+}
+
+function seal(wrapKey: Buffer, masterKey: Buffer, aad: Buffer): Buffer {
   const nonce = randomBytes(NONCE_SIZE);
   const c = createCipheriv('aes-256-gcm', wrapKey, nonce);
-  c.setAAD(SEAL_AAD);
+  c.setAAD(aad);
   const ct = Buffer.concat([c.update(masterKey), c.final()]);
   return Buffer.concat([nonce, ct, c.getAuthTag()]);
 }
 
 /** The master key, or null when the tag does not verify (wrong passphrase or altered blob). */
-function open(wrapKey: Buffer, sealed: Buffer): Buffer | null {
+function open(wrapKey: Buffer, sealed: Buffer, aad: Buffer): Buffer | null {
   const nonce = sealed.subarray(0, NONCE_SIZE);
   const ct = sealed.subarray(NONCE_SIZE, NONCE_SIZE + KEY_SIZE);
   const tag = sealed.subarray(NONCE_SIZE + KEY_SIZE);
   const d = createDecipheriv('aes-256-gcm', wrapKey, nonce, { authTagLength: TAG_SIZE });
-  d.setAAD(SEAL_AAD);
+  d.setAAD(aad);
   d.setAuthTag(tag);
   const head = d.update(ct);
   try {
@@ -266,7 +320,8 @@ export async function initVolume(cipherDir: string, opts: InitOptions): Promise<
     if (keyFile.length !== KEY_SIZE) {
       throw new RangeError(`key file key must be ${KEY_SIZE} bytes, got ${keyFile.length}`);
     }
-    config = { ...base, masterKeySource: 'keyfile', keyCheck: keyCheckOf(keyFile).toString('base64') };
+    const unsealed = { ...base, masterKeySource: 'keyfile', keyCheck: '' } as const;
+    config = { ...unsealed, keyCheck: keyCheckOf(keyFile, unsealed).toString('base64') };
   } else if (passphrase !== undefined) {
     if (passphrase.length === 0) throw new TypeError('the passphrase must not be empty');
     const params = opts.scrypt ?? SEAL_SCRYPT;
@@ -274,20 +329,21 @@ export async function initVolume(cipherDir: string, opts: InitOptions): Promise<
     if (problem !== null) throw new RangeError(problem);
     const salt = randomBytes(SALT_SIZE);
     const masterKey = randomBytes(KEY_SIZE);
+    const unsealed: PassphraseVolumeConfig = {
+      ...base,
+      masterKeySource: 'passphrase',
+      scrypt: { N: params.N, r: params.r, p: params.p, salt: salt.toString('base64') },
+      sealedMasterKey: '',
+    };
     const wrapKey = await scryptAsync(passphrase, salt, KEY_SIZE, params);
     let sealed: Buffer;
     try {
-      sealed = seal(wrapKey, masterKey);
+      sealed = seal(wrapKey, masterKey, sealAad(unsealed));
     } finally {
       wrapKey.fill(0);
       masterKey.fill(0);
     }
-    config = {
-      ...base,
-      masterKeySource: 'passphrase',
-      scrypt: { N: params.N, r: params.r, p: params.p, salt: salt.toString('base64') },
-      sealedMasterKey: sealed.toString('base64'),
-    };
+    config = { ...unsealed, sealedMasterKey: sealed.toString('base64') };
   } else {
     throw new TypeError('initVolume needs a passphrase or a keyFile');
   }
@@ -313,14 +369,14 @@ export function parseConfig(raw: unknown, file: string): VolumeConfig {
     new ConfigError(file, `invalid volume config ${file}: ${what}; fix the file or restore it from a backup`);
   if (!isObject(raw)) throw bad('not a JSON object');
 
-  if (raw.formatVersion !== FORMAT_VERSION) {
+  if (raw.formatVersion !== FORMAT_VERSION && raw.formatVersion !== LEGACY_FORMAT_VERSION) {
     if (typeof raw.formatVersion === 'number' && Number.isInteger(raw.formatVersion) && raw.formatVersion > FORMAT_VERSION) {
       throw new ConfigError(
         file,
         `${file} has formatVersion ${raw.formatVersion}, this darefs supports ${FORMAT_VERSION}: upgrade darefs`,
       );
     }
-    throw bad(`formatVersion must be ${FORMAT_VERSION}`);
+    throw bad(`formatVersion must be ${LEGACY_FORMAT_VERSION} or ${FORMAT_VERSION}`);
   }
   if (raw.keyMode !== 'master') throw bad('keyMode must be "master"');
   if (raw.kdf !== 'hmac-sha256' && raw.kdf !== 'hkdf-sha256') throw bad('kdf must be "hmac-sha256" or "hkdf-sha256"');
@@ -328,7 +384,7 @@ export function parseConfig(raw: unknown, file: string): VolumeConfig {
   if (raw.writeVersion !== '1.0' && raw.writeVersion !== '2.0') throw bad('writeVersion must be "1.0" or "2.0"');
   if (typeof raw.convert2to1 !== 'boolean') throw bad('convert2to1 must be true or false');
   const base = {
-    formatVersion: FORMAT_VERSION,
+    formatVersion: raw.formatVersion,
     keyMode: 'master',
     kdf: raw.kdf,
     cipher: raw.cipher,
@@ -412,30 +468,46 @@ export async function readConfig(cipherDir: string): Promise<VolumeConfig | null
   return parseConfig(raw, file);
 }
 
+export interface UnlockOptions {
+  /**
+   * Rewrite a legacy (formatVersion 1) config with the settings bound to the key, once the secret
+   * has opened it. Only for callers that may write to the cipher directory (a read-write mount);
+   * a failed upgrade is a ConfigError, since the volume would stay unauthenticated.
+   */
+  readonly upgrade?: boolean;
+}
+
 /**
  * The volume's 32-byte master key (a fresh buffer: the caller zeroes it when
- * done, typically after handing it to masterDeriver). Checks the secret
- * against the config alone: WrongPasswordError on mismatch.
+ * done, typically after handing it to masterDeriver). Checks the secret and,
+ * from formatVersion 2, the settings against the config alone:
+ * WrongPasswordError on mismatch.
  */
 export async function unlockMasterKey(
   config: VolumeConfig,
   cipherDir: string,
   secret: VolumeSecret,
+  opts: UnlockOptions = {},
 ): Promise<Buffer> {
+  const file = configPath(cipherDir);
+  const bound = config.formatVersion === LEGACY_FORMAT_VERSION ? undefined : path.join(CONFIG_DIR, CONFIG_FILE);
   if (config.masterKeySource === 'keyfile') {
     const key = secret.keyFile;
     if (key === undefined) throw new SecretRequiredError(cipherDir, 'keyfile');
-    if (key.length !== KEY_SIZE) throw new WrongPasswordError(cipherDir, 'key file');
+    if (key.length !== KEY_SIZE) throw new WrongPasswordError(cipherDir, 'key file', bound);
     const expected = Buffer.from(config.keyCheck, 'base64');
-    if (expected.length !== KEY_CHECK_SIZE || !timingSafeEqual(keyCheckOf(key), expected)) {
-      throw new WrongPasswordError(cipherDir, 'key file');
+    if (expected.length !== KEY_CHECK_SIZE || !timingSafeEqual(keyCheckOf(key, config), expected)) {
+      throw new WrongPasswordError(cipherDir, 'key file', bound);
+    }
+    if (opts.upgrade === true && config.formatVersion === LEGACY_FORMAT_VERSION) {
+      const unsealed = { ...config, formatVersion: FORMAT_VERSION } as const;
+      await upgradeConfig(cipherDir, { ...unsealed, keyCheck: keyCheckOf(key, unsealed).toString('base64') });
     }
     return Buffer.from(key);
   }
 
   const passphrase = secret.passphrase;
   if (passphrase === undefined) throw new SecretRequiredError(cipherDir, 'passphrase');
-  const file = configPath(cipherDir);
   const salt = decodeBase64(config.scrypt.salt);
   const sealed = decodeBase64(config.sealedMasterKey);
   // A config object built by hand rather than by readConfig may be invalid.
@@ -445,14 +517,59 @@ export async function unlockMasterKey(
   const problem = checkScryptParams(config.scrypt);
   if (problem !== null) throw new ConfigError(file, `invalid volume config ${file}: ${problem}`);
   const wrapKey = await scryptAsync(passphrase, salt, KEY_SIZE, config.scrypt);
-  let masterKey: Buffer | null;
+  let masterKey: Buffer | null = null;
   try {
-    masterKey = open(wrapKey, sealed);
+    masterKey = open(wrapKey, sealed, sealAad(config));
+    if (masterKey === null) throw new WrongPasswordError(cipherDir, 'password', bound);
+    if (opts.upgrade === true && config.formatVersion === LEGACY_FORMAT_VERSION) {
+      // Same passphrase, salt and wrap key: only the AAD changes, under a fresh nonce.
+      const unsealed = { ...config, formatVersion: FORMAT_VERSION } as const;
+      await upgradeConfig(cipherDir, { ...unsealed, sealedMasterKey: seal(wrapKey, masterKey, sealAad(unsealed)).toString('base64') });
+    }
+    return masterKey;
+  } catch (err) {
+    masterKey?.fill(0);
+    throw err;
   } finally {
     wrapKey.fill(0);
   }
-  if (masterKey === null) throw new WrongPasswordError(cipherDir, 'password');
-  return masterKey;
+}
+
+async function upgradeConfig(cipherDir: string, next: VolumeConfig): Promise<void> {
+  const file = configPath(cipherDir);
+  try {
+    await replaceConfigDurably(cipherDir, next);
+  } catch (err) {
+    throw new ConfigError(
+      file,
+      `cannot upgrade volume config ${file} to bind its settings to the key: ${errnoCode(err) ?? String(err)}; ` +
+        'mount read-only to use the volume without upgrading it',
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * Replaces config.json atomically and durably: a temp file written and fsync'ed, renamed over
+ * the config, the directory fsync'ed. A crash leaves the old config or the new one, whole.
+ */
+async function replaceConfigDurably(cipherDir: string, next: VolumeConfig): Promise<void> {
+  const dir = path.join(cipherDir, CONFIG_DIR);
+  const tmp = path.join(dir, `${CONFIG_FILE}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+  try {
+    const h = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    try {
+      await h.writeFile(`${JSON.stringify(next, null, 2)}\n`, 'utf8');
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    await fs.rename(tmp, configPath(cipherDir));
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(dir);
 }
 
 const HEX_KEY = /^[0-9a-fA-F]{64}$/;
@@ -521,39 +638,31 @@ export async function changePassphrase(
   const masterKey = await unlockMasterKey(config, cipherDir, { passphrase: oldPassphrase });
   const params = opts.scrypt ?? { N: config.scrypt.N, r: config.scrypt.r, p: config.scrypt.p };
   const salt = randomBytes(SALT_SIZE);
+  // A legacy config leaves passwd with the settings bound (formatVersion 2), like a mount does.
+  const unsealed: PassphraseVolumeConfig = {
+    ...config,
+    formatVersion: FORMAT_VERSION,
+    scrypt: { N: params.N, r: params.r, p: params.p, salt: salt.toString('base64') },
+    sealedMasterKey: '',
+  };
   let sealed: Buffer;
-  const wrapKey = await scryptAsync(newPassphrase, salt, KEY_SIZE, params);
   try {
-    sealed = seal(wrapKey, masterKey);
+    const wrapKey = await scryptAsync(newPassphrase, salt, KEY_SIZE, params);
+    try {
+      sealed = seal(wrapKey, masterKey, sealAad(unsealed));
+    } finally {
+      wrapKey.fill(0);
+    }
   } finally {
-    wrapKey.fill(0);
     masterKey.fill(0);
   }
-  const next: PassphraseVolumeConfig = {
-    ...config,
-    scrypt: { N: params.N, r: params.r, p: params.p, salt: salt.toString('base64') },
-    sealedMasterKey: sealed.toString('base64'),
-  };
+  const next: PassphraseVolumeConfig = { ...unsealed, sealedMasterKey: sealed.toString('base64') };
   const dir = path.join(cipherDir, CONFIG_DIR);
   const backup = path.join(dir, CONFIG_BACKUP);
-  const tmp = path.join(dir, `${CONFIG_FILE}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
   await fs.copyFile(file, backup);
   await syncFile(backup);
   await fsyncDir(dir);
-  try {
-    const h = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-    try {
-      await h.writeFile(`${JSON.stringify(next, null, 2)}\n`, 'utf8');
-      await h.sync();
-    } finally {
-      await h.close();
-    }
-    await fs.rename(tmp, file);
-    await fsyncDir(dir);
-  } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw err;
-  }
+  await replaceConfigDurably(cipherDir, next);
   await fs.rm(backup, { force: true });
   await fsyncDir(dir);
   return next;

@@ -28,8 +28,18 @@ export class KeyError extends Error {
 export class WrongPasswordError extends KeyError {
   readonly cipherDir: string;
 
-  constructor(cipherDir: string, what: 'password' | 'key file' = 'password') {
-    super('EBADPASS', `wrong ${what} for ${cipherDir}`);
+  /**
+   * `settingsFile`: the config, relative to cipherDir, whose settings are bound to the key
+   * (FORMAT.md §4). The key check cannot tell a wrong secret from a changed setting, so the
+   * message names both.
+   */
+  constructor(cipherDir: string, what: 'password' | 'key file' = 'password', settingsFile?: string) {
+    super(
+      'EBADPASS',
+      settingsFile === undefined
+        ? `wrong ${what} for ${cipherDir}`
+        : `wrong ${what} for ${cipherDir} (or its settings in ${settingsFile} were changed: they are bound to the key)`,
+    );
     this.cipherDir = cipherDir;
   }
 }

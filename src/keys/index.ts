@@ -29,6 +29,8 @@ export {
   CONFIG_DIR,
   CONFIG_FILE,
   FORMAT_VERSION,
+  LEGACY_FORMAT_VERSION,
+  settingsBinding,
   SEAL_SCRYPT,
   DEFAULTS,
   configPath,
@@ -47,4 +49,5 @@ export {
   type KeyfileVolumeConfig,
   type InitOptions,
   type VolumeSecret,
+  type UnlockOptions,
 } from './config';

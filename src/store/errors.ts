@@ -42,3 +42,20 @@ export class NotRegularFileError extends StoreError {
     super(`${path} is not a regular file (mode ${(st.mode & 0o170000).toString(8).padStart(6, '0')}): not a cipher file`);
   }
 }
+
+/**
+ * The password or key could not be checked before mounting: the cipher directory has entries but
+ * no file with a well-formed package 0 to try it on. Mounting anyway could seal new files under a
+ * wrong password, so it takes an explicit `--no-password-check`.
+ */
+export class PasswordUncheckedError extends StoreError {
+  readonly cipherDir: string;
+
+  constructor(cipherDir: string, what: 'password' | 'key file', detail: string) {
+    super(
+      `cannot check the ${what} for ${cipherDir}: ${detail}, so a wrong ${what} would go unnoticed and new files ` +
+        `would be sealed under it; refusing to mount (pass --no-password-check to mount anyway)`,
+    );
+    this.cipherDir = cipherDir;
+  }
+}

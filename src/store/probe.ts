@@ -1,24 +1,44 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { HEADER_SIZE, MAX_PACKAGE, PREFIX_SIZE, TAG_SIZE, payloadLength, plaintextSizeOrUndefined } from '../dare';
+import { HEADER_SIZE, MAX_PACKAGE, PREFIX_SIZE, TAG_SIZE, packageCount, payloadLength, plaintextSizeOrUndefined, verifyHeader } from '../dare';
 
 export interface ProbeSample {
   file: string;
   prefix: Buffer;
-  /** Package 0, exactly as on disk. */
+  /** Package 0, exactly as on disk: header || ciphertext || tag, its header already checked. */
   package0: Buffer;
   plainSize: number;
 }
 
+export interface ProbeResult {
+  /** Files whose package 0 has a well-formed header consistent with the file size, in scan order. */
+  samples: ProbeSample[];
+  /** Entries seen that are not directories (files of any kind, symlinks, ...), samples included. */
+  others: number;
+  /** The scan stopped at its entry limit: what it did not reach is unknown. */
+  limited: boolean;
+}
+
+export interface ProbeOptions {
+  /** Stop once this many samples are found. */
+  maxSamples?: number;
+  /** Look at no more than this many entries, so a huge tree mounts quickly. */
+  limit?: number;
+}
+
 /**
- * Finds a cipher file with at least one package, breadth-first, skipping `skip` names at the
- * root and anything that is not a regular stream: the ncrypt-mode password check needs one
- * package to try the password on. Stops after `limit` entries so a huge tree mounts quickly.
+ * Finds cipher files to try a password on, breadth-first, skipping `skip` names at the root. The
+ * cipher directory is hostile (FORMAT.md §6): a file counts only when its size is a valid stream
+ * and package 0's header is well formed and consistent with that size, so that junk (a short
+ * file, a bad header) cannot stand in for a check. The caller decides what no sample means.
  */
-export function findSamplePackage(root: string, skip: ReadonlySet<string>, limit = 10_000): ProbeSample | undefined {
+export function findSamplePackages(root: string, skip: ReadonlySet<string>, opts: ProbeOptions = {}): ProbeResult {
+  const maxSamples = opts.maxSamples ?? 1;
+  const limit = opts.limit ?? 10_000;
+  const result: ProbeResult = { samples: [], others: 0, limited: false };
   const queue: string[] = [root];
   let seen = 0;
-  while (queue.length > 0 && seen < limit) {
+  while (queue.length > 0) {
     const dir = queue.shift()!;
     let entries: fs.Dirent[];
     try {
@@ -27,29 +47,45 @@ export function findSamplePackage(root: string, skip: ReadonlySet<string>, limit
       continue;
     }
     for (const e of entries) {
-      if (++seen > limit) break;
       if (dir === root && skip.has(e.name)) continue;
+      if (++seen > limit) {
+        result.limited = true;
+        return result;
+      }
       const full = path.join(dir, e.name);
-      if (e.isDirectory()) queue.push(full);
+      if (e.isDirectory()) {
+        queue.push(full);
+        continue;
+      }
+      result.others++;
       if (!e.isFile()) continue;
       const sample = readPackage0(full);
-      if (sample) return sample;
+      if (sample === undefined) continue;
+      result.samples.push(sample);
+      if (result.samples.length >= maxSamples) return result;
     }
   }
-  return undefined;
+  return result;
 }
 
 function readPackage0(file: string): ProbeSample | undefined {
   let fd: number | undefined;
   try {
-    fd = fs.openSync(file, 'r');
-    const size = fs.fstatSync(fd).size;
-    const plainSize = plaintextSizeOrUndefined(size);
+    // Never follow a planted symlink, never block on a planted FIFO (FORMAT.md §6).
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) return undefined;
+    const plainSize = plaintextSizeOrUndefined(st.size);
     if (plainSize === undefined || plainSize === 0) return undefined;
     const length = HEADER_SIZE + payloadLength(0, plainSize) + TAG_SIZE;
     const buf = Buffer.alloc(PREFIX_SIZE + Math.min(length, MAX_PACKAGE));
-    fs.readSync(fd, buf, 0, buf.length, 0);
-    return { file, prefix: buf.subarray(0, PREFIX_SIZE), package0: buf.subarray(PREFIX_SIZE), plainSize };
+    if (fs.readSync(fd, buf, 0, buf.length, 0) !== buf.length) return undefined;
+    const package0 = buf.subarray(PREFIX_SIZE);
+    const header = package0.subarray(0, HEADER_SIZE);
+    // Version, cipher, length field (and for 1.0 the sequence number, for 2.0 the final flag)
+    // must agree with the size: throws otherwise.
+    verifyHeader(header, { index: 0, payloadLength: payloadLength(0, plainSize), last: packageCount(plainSize) === 1, reference: header });
+    return { file, prefix: buf.subarray(0, PREFIX_SIZE), package0, plainSize };
   } catch {
     return undefined;
   } finally {

@@ -26,7 +26,8 @@ import {
 } from '../keys';
 import { StoreSettings } from './cipher-file';
 import { Journal, ReplayResult } from './journal';
-import { findSamplePackage } from './probe';
+import { PasswordUncheckedError } from './errors';
+import { findSamplePackages } from './probe';
 import { Volume } from './volume';
 
 export type KeyMode = 'ncrypt' | 'master';
@@ -50,6 +51,11 @@ export interface OpenVolumeOptions {
   kdf?: MasterKdf;
   /** Journal in-place rewrites (crash safety); default true. `mount --no-journal` turns it off. */
   journal?: boolean;
+  /**
+   * Without a config (ncrypt mode, key file alone), try the secret on sample files; default true.
+   * false (`mount --no-password-check`) skips it: a wrong secret then mounts.
+   */
+  passwordCheck?: boolean;
 }
 
 /** What opening found of an earlier crash. */
@@ -94,8 +100,9 @@ const NCRYPT_SETTINGS: StoreSettings = { newFileVersion: Version.V10, newFileCip
 
 /**
  * Unlocks a cipher directory and opens its volume. A wrong password or key is detected here,
- * before anything is mounted: from the config in master mode, and in ncrypt mode by opening
- * package 0 of the first file that has one (an empty directory cannot be checked, and mounts).
+ * before anything is mounted: from the config in master mode, and without a config by opening
+ * package 0 of sample files (checkKeyOnSamples). An empty directory cannot be checked, and mounts;
+ * one with files of which none can be checked is refused unless `passwordCheck` is false.
  */
 export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume> {
   const config = await readConfig(opts.cipherDir);
@@ -106,7 +113,8 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     if (opts.mode === 'ncrypt') {
       throw new ConfigError(opts.cipherDir, `${opts.cipherDir} is a darefs volume (it has ${CONFIG_DIR}/config.json): mount it without --ncrypt`);
     }
-    const master = await unlockMasterKey(config, opts.cipherDir, opts.secrets);
+    // A read-write mount may write the cipher directory: it binds a legacy config's settings.
+    const master = await unlockMasterKey(config, opts.cipherDir, opts.secrets, { upgrade: !opts.readOnly });
     deriver = masterDeriver(master, config.kdf);
     master.fill(0);
     mode = 'master';
@@ -132,7 +140,7 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
   }
   const keys = new KeyCache(deriver, { maxKeys: opts.maxKeys });
   try {
-    if (mode === 'ncrypt' || !config) await checkKeyOnSample(opts.cipherDir, keys, mode);
+    if ((mode === 'ncrypt' || !config) && opts.passwordCheck !== false) await checkKeyOnSamples(opts.cipherDir, keys, mode);
   } catch (err) {
     keys.dispose();
     throw err;
@@ -175,19 +183,38 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
   };
 }
 
-async function checkKeyOnSample(cipherDir: string, keys: KeyCache, mode: KeyMode): Promise<void> {
-  const sample = findSamplePackage(cipherDir, new Set([CONFIG_DIR]));
-  if (!sample) return;
-  const key = await keys.get(sample.prefix);
-  try {
-    const count = packageCount(sample.plainSize);
-    const length = payloadLength(0, sample.plainSize);
-    const pkg = sample.package0.subarray(0, HEADER_SIZE + length + TAG_SIZE);
-    openPackage(key, pkg, { index: 0, payloadLength: length, last: count === 1, reference: pkg.subarray(0, HEADER_SIZE) });
-  } catch (err) {
-    // Only a failed tag says "wrong key"; a malformed header says nothing about the password.
-    if (err instanceof AuthenticationError) throw new WrongPasswordError(cipherDir, mode === 'ncrypt' ? 'password' : 'key file');
-  } finally {
-    key.fill(0);
+/** How many well-formed files the key is tried on before a wrong key is declared. */
+const KEY_CHECK_SAMPLES = 3;
+
+/**
+ * The key is right when package 0 of some sample authenticates, wrong when every sample (at least
+ * one) fails. Samples are files whose header parses (findSamplePackages): a junk file planted in
+ * the cipher directory neither passes nor fails the check, and one file sealed under another
+ * password does not refuse the right one. No sample at all in a directory that has files: refused
+ * (PasswordUncheckedError), since a wrong key would then mount and seal new files under it.
+ */
+async function checkKeyOnSamples(cipherDir: string, keys: KeyCache, mode: KeyMode): Promise<void> {
+  const what = mode === 'ncrypt' ? 'password' : 'key file';
+  const probe = findSamplePackages(cipherDir, new Set([CONFIG_DIR]), { maxSamples: KEY_CHECK_SAMPLES });
+  for (const sample of probe.samples) {
+    const key = await keys.get(sample.prefix);
+    try {
+      const length = payloadLength(0, sample.plainSize);
+      const pkg = sample.package0.subarray(0, HEADER_SIZE + length + TAG_SIZE);
+      openPackage(key, pkg, { index: 0, payloadLength: length, last: packageCount(sample.plainSize) === 1, reference: pkg.subarray(0, HEADER_SIZE) }).fill(0);
+      return;
+    } catch (err) {
+      // The header was checked when sampled: only the tag can fail here.
+      if (!(err instanceof AuthenticationError)) throw err;
+    } finally {
+      key.fill(0);
+    }
+  }
+  if (probe.samples.length > 0) throw new WrongPasswordError(cipherDir, what);
+  if (probe.others > 0 || probe.limited) {
+    const detail = probe.limited
+      ? 'no file among the first entries of the directory has a well-formed DARE package'
+      : `none of its ${probe.others} file${probe.others === 1 ? '' : 's'} has a well-formed DARE package (empty, too short, or not DARE)`;
+    throw new PasswordUncheckedError(cipherDir, what, detail);
   }
 }

@@ -104,7 +104,8 @@ export const decryptCommand: Command = {
     'Only plaintext of packages whose tag verified is ever written. OUT is created (or, with --force, ' +
     'truncated) only when package 0 has verified, so a wrong password leaves it untouched; on any later failure OUT is removed, ' +
     'so no partial plaintext is left behind; on standard output, what was written before the failure ' +
-    '(verified packages only) cannot be taken back: check the exit code. OUT is created with mode 0600.',
+    '(verified packages only) cannot be taken back: check the exit code. OUT gets mode 0600, also when --force ' +
+    'overwrites an existing file.',
   options: OPTIONS,
   examples: [
     'darefs decrypt notes.txt.enc notes.txt',
@@ -126,7 +127,7 @@ export const decryptCommand: Command = {
     });
     let keys: ResolvedKeys | undefined;
     try {
-      const output = await prepareOutput(positionals[1] ?? '-', { force: o.force, input, mode: 0o600, command: 'decrypt' });
+      const output = await prepareOutput(positionals[1] ?? '-', { force: o.force, input, mode: 0o600, exactMode: true, command: 'decrypt' });
       keys = await resolveKeys(keyOpts);
       const deriver = keys.deriver;
       const probe = new TruncationProbe();

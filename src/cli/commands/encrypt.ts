@@ -98,6 +98,8 @@ class FileOutput implements Output {
     readonly name: string,
     private readonly force: boolean,
     private readonly mode: number,
+    /** Give OUT exactly `mode` even when --force reuses an existing file (decrypt: plaintext is 0600). */
+    private readonly exactMode: boolean,
   ) {}
 
   private async open(): Promise<fs.promises.FileHandle> {
@@ -114,6 +116,17 @@ class FileOutput implements Output {
     // Only a regular file we created or truncated is ours to remove; never /dev/null or a FIFO.
     this.ours = st.isFile();
     this.identity = { dev: st.dev, ino: st.ino };
+    if (this.exactMode && this.ours && (st.mode & 0o7777) !== this.mode) {
+      // On the fd, before the first byte: a file that existed keeps its old mode through open(),
+      // and plaintext must not land in a world-readable file.
+      try {
+        await handle.chmod(this.mode);
+      } catch (err) {
+        this.handle = undefined;
+        await handle.close().catch(() => undefined);
+        throw ioError(err, `cannot make output mode ${this.mode.toString(8).padStart(4, '0')}`, this.name);
+      }
+    }
     return handle;
   }
 
@@ -238,7 +251,7 @@ function existsError(file: string): CliError {
  */
 export async function prepareOutput(
   file: string,
-  opts: { force: boolean; input: Input; mode: number; refuseTerminal?: string; command: string },
+  opts: { force: boolean; input: Input; mode: number; exactMode?: boolean; refuseTerminal?: string; command: string },
 ): Promise<Output> {
   if (file === '-') {
     if (opts.refuseTerminal !== undefined && process.stdout.isTTY) throw new UsageError(opts.refuseTerminal, opts.command);
@@ -256,7 +269,7 @@ export async function prepareOutput(
     }
     if (!opts.force) throw existsError(file);
   }
-  return new FileOutput(file, opts.force, opts.mode);
+  return new FileOutput(file, opts.force, opts.mode, opts.exactMode ?? false);
 }
 
 export type Stage = (source: AsyncIterable<Buffer>) => AsyncIterable<Buffer>;

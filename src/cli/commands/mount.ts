@@ -26,6 +26,12 @@ const OPTIONS = defineOptions([
   { name: 'key-cache', value: 'N', help: 'number of per-file keys kept (default 4096)' },
   { name: 'idle-unmount', value: 'DURATION', help: 'unmount after DURATION (e.g. 90s, 10m, 2h) with no file operation and no open file' },
   { name: 'no-journal', help: 'do not journal in-place rewrites: faster, but a crash during a write can leave a package unreadable' },
+  {
+    name: 'no-password-check',
+    help:
+      'without a volume config (--ncrypt, --keyfile alone): mount even when no file in CIPHERDIR can check the password ' +
+      '(none has a well-formed DARE package); a wrong password then mounts, and new files are sealed under it',
+  },
   { name: 'daemon-child', help: 'internal: the background daemon reads its secret from stdin' },
 ] as const);
 
@@ -37,7 +43,9 @@ export const mountCommand: Command = {
   usage: ['mount [options] CIPHERDIR MOUNTPOINT'],
   description:
     'Returns once the mount answers; the daemon keeps running in the background (use -f to stay in the foreground). ' +
-    'A wrong password is refused before anything is mounted. MOUNTPOINT must be an empty directory; a stale mount ' +
+    'A wrong password is refused before anything is mounted; without a volume config it is tried on a few files of ' +
+    'CIPHERDIR whose DARE header is well formed, and a CIPHERDIR whose files are all unusable for that is refused ' +
+    '(--no-password-check overrides). MOUNTPOINT must be an empty directory; a stale mount ' +
     "left by a killed daemon is cleaned up first. Unmount with 'darefs umount MOUNTPOINT'.",
   options: OPTIONS,
   examples: ['darefs mount ~/cipher ~/plain', 'darefs mount -f --passfile ~/.pw ~/cipher ~/plain', 'darefs mount --ncrypt ~/ncrypt-files ~/plain', 'darefs mount --read-only --keyfile master.key ~/cipher ~/plain'],
@@ -80,6 +88,7 @@ function toSettings(o: Options, cipherDir: string, mountpoint: string): MountSet
     keyCacheEntries: positiveNumber(o['key-cache'], '--key-cache'),
     idleUnmountMs: duration(o['idle-unmount']),
     journal: !o['no-journal'],
+    passwordCheck: !o['no-password-check'],
   };
 }
 

@@ -5,7 +5,7 @@ import { changePassphrase } from '../../keys';
 import { defineOptions, expectPositionals, parseArgs, type Command } from '../args';
 import { UsageError } from '../errors';
 import { ExitCode } from '../exit-codes';
-import { getPassword, PASSWORD_OPTIONS } from '../secrets';
+import { getPassword, NEW_PASSWORD_ENV, PASSWORD_OPTIONS, takeSecretEnv } from '../secrets';
 
 const OPTIONS = defineOptions([
   ...PASSWORD_OPTIONS,
@@ -29,8 +29,9 @@ export const passwdCommand: Command = {
     expectPositionals(positionals, 1, 1, 'CIPHERDIR', 'passwd');
     const dir = positionals[0];
     const oldPass = await getPassword({ passfile: o.passfile, extpass: o.extpass, noun: 'passphrase', prompt: 'Current passphrase: ', command: 'passwd' });
-    const newEnv = { DAREFS_PASSWORD: process.env.DAREFS_NEW_PASSWORD };
-    delete process.env.DAREFS_NEW_PASSWORD;
+    const secretEnv = takeSecretEnv();
+    const newEnv = { DAREFS_PASSWORD: secretEnv[NEW_PASSWORD_ENV] };
+    delete secretEnv[NEW_PASSWORD_ENV];
     let newPass: Buffer | undefined;
     try {
       newPass = await getPassword({
