@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -318,6 +319,51 @@ static napi_value js_harden(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * scrubenv(name) -> number of values overwritten. Unsetting a variable only drops the pointer to
+ * it; the text stays in the environment block the kernel laid out at exec, which
+ * /proc/PID/environ shows. This overwrites the value of every "name=" in that block (its bounds:
+ * fields 50 and 51 of /proc/self/stat) with zero bytes. Call it after the variable was unset, so
+ * nothing still points at the text.
+ */
+static napi_value js_scrubenv(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char name[MAX_NAME];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  if (!get_string(env, argv[0], name, sizeof name, "scrubenv: name must be a string", ENAMETOOLONG)) return NULL;
+  FILE *f = fopen("/proc/self/stat", "r");
+  if (!f) return throw_errno(env, errno, "open", "/proc/self/stat");
+  char stat[4096];
+  size_t n = fread(stat, 1, sizeof stat - 1, f);
+  fclose(f);
+  stat[n] = 0;
+  /* Fields after the command name, which is in parentheses and may hold spaces. */
+  char *p = strrchr(stat, ')');
+  if (!p) return throw_errno(env, EIO, "parse", "/proc/self/stat");
+  unsigned long long start = 0, end = 0;
+  int field = 2;
+  for (char *tok = strtok(p + 1, " "); tok; tok = strtok(NULL, " ")) {
+    field++;
+    if (field == 50) start = strtoull(tok, NULL, 10);
+    if (field == 51) end = strtoull(tok, NULL, 10);
+  }
+  if (start == 0 || end <= start) return throw_errno(env, EIO, "parse", "/proc/self/stat");
+  size_t len = strlen(name);
+  int scrubbed = 0;
+  char *block = (char *) (uintptr_t) start;
+  char *limit = (char *) (uintptr_t) end;
+  for (char *entry = block; entry < limit; entry += strnlen(entry, (size_t) (limit - entry)) + 1) {
+    if ((size_t) (limit - entry) > len && strncmp(entry, name, len) == 0 && entry[len] == '=') {
+      char *value = entry + len + 1;
+      memset(value, 0, strnlen(value, (size_t) (limit - value)));
+      scrubbed++;
+    }
+  }
+  napi_value out;
+  napi_create_int32(env, scrubbed, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -329,6 +375,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "lutimens", NULL, js_lutimens, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openat2", NULL, js_openat2, NULL, NULL, NULL, napi_enumerable, NULL },
     { "harden", NULL, js_harden, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "scrubenv", NULL, js_scrubenv, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -1,15 +1,16 @@
 // DAREFS_PASSWORD must not outlive its reading (issue 10 item 9): it leaves process.env first
 // thing, whether or not the command uses it, so that no child inherits it: not an --extpass
 // command, not the background daemon (whose /proc/PID/environ is its own exec's environment).
-// The foreground process's /proc/PID/environ still shows the variable it was started with: the
-// kernel keeps that block, and the README says to prefer --passfile.
+// The foreground process's /proc/PID/environ shows the environment block it was started with:
+// native/darefs_sys zeroes the value there too (without the addon it stays: the README says to
+// prefer --passfile).
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { CLI, writeNcryptFile } from './helpers/darefs';
 import { VECTOR_PASSWORD } from './helpers/keys-for-tests';
-import { assertNoFuseMountsLeft, cleanupLeftovers, killAndLazyUnmount, makeTestDirs, sleep } from './helpers/mount';
+import { assertNoFuseMountsLeft, cleanupLeftovers, killAndLazyUnmount, makeTestDirs, sleep, withMount } from './helpers/mount';
 import { findMount } from '../src/fuse/mountpoint';
 
 test.after.always(() => cleanupLeftovers());
@@ -57,6 +58,25 @@ test.serial('with --extpass and DAREFS_PASSWORD set: neither the --extpass comma
   const un = await darefs(['umount', dirs.mountpoint], process.env);
   t.is(un.code, 0, un.stderr);
   for (let i = 0; i < 50 && (await daemonPids(dirs.mountpoint)).length > 0; i++) await sleep(100);
+});
+
+test.serial('mount -f with DAREFS_PASSWORD: the value is gone from its own /proc/PID/environ', async (t) => {
+  t.timeout(60_000);
+  const password = VECTOR_PASSWORD + CANARY;
+  await withMount(
+    t,
+    (dirs) => ({
+      command: process.execPath,
+      args: [CLI, 'mount', '-f', '--ncrypt', dirs.cipherDir, dirs.mountpoint],
+      env: { ...process.env, DAREFS_PASSWORD: password },
+    }),
+    async (m) => {
+      t.is(await fsp.readFile(path.join(m.mountpoint, 'a.txt'), 'utf8'), 'hello\n');
+      const environ = await fsp.readFile(`/proc/${m.daemon.pid}/environ`, 'utf8');
+      t.false(environ.includes(CANARY), 'the password is still in /proc/PID/environ');
+    },
+    { setup: (dirs) => writeNcryptFile(path.join(dirs.cipherDir, 'a.txt'), Buffer.from('hello\n'), undefined, undefined, password) },
+  );
 });
 
 test.serial('no mount left behind', async (t) => {

@@ -24,6 +24,7 @@ import {
 import { defineOptions } from './args';
 import { CliError, InterruptedError, UsageError, ioError } from './errors';
 import { ExitCode } from './exit-codes';
+import { loadSysCalls } from '../sys';
 
 export const PASSWORD_ENV = 'DAREFS_PASSWORD';
 export const NEW_PASSWORD_ENV = 'DAREFS_NEW_PASSWORD';
@@ -44,6 +45,12 @@ export function takeSecretEnv(): Record<string, string | undefined> {
     if (value !== undefined) {
       taken[name] = value;
       delete process.env[name];
+      // The kernel's copy of the environment (/proc/PID/environ) still holds it: zero it there.
+      try {
+        loadSysCalls().calls?.scrubenv(name);
+      } catch {
+        // the README says so: prefer --passfile
+      }
     }
   }
   return taken;

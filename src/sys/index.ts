@@ -27,6 +27,11 @@ export interface SysCalls {
   openat2(dirfd: number, file: string, flags: number, mode: number, resolve: number): number;
   /** No core dumps and not dumpable (no ptrace, no /proc/PID/mem for the same user). */
   harden(): void;
+  /**
+   * Zeroes the value of `name` in the environment block /proc/PID/environ shows (after
+   * `delete process.env[name]`); returns how many values it overwrote.
+   */
+  scrubenv(name: string): number;
 }
 
 /** Where scripts/build-native.js puts the addon: native/ in darefs's own directory. */
