@@ -9,9 +9,10 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cipherSize } from '../src/dare';
+import { cipherSize, decodeSealedLink, openDecodedLink, SEALED_LINK_MARKER } from '../src/dare';
 import { TEMP_PREFIX } from '../src/store';
 import { childEnv, MAIN, runCli, tempDir, testBytes } from './helpers/cli';
+import { volumeKeys } from './helpers/rw';
 
 const PASS = 'import export passphrase';
 const OLD = new Date('2003-04-05T06:07:08.250Z');
@@ -137,6 +138,7 @@ test('import a tree into a fresh volume, every file decrypts; export gives the i
   t.false(imp.stderr.includes('\r'), 'no progress line when stderr is not a terminal');
 
   // The cipher tree: same names, sizes of DARE streams, the source's modes and times.
+  const keyFor = await volumeKeys(v.cipher, PASS);
   const src = snapshot(v.plain);
   const enc = snapshot(v.cipher);
   t.deepEqual([...enc.keys()], [...src.keys()]);
@@ -144,8 +146,12 @@ test('import a tree into a fresh volume, every file decrypts; export gives the i
     const c = enc.get(rel)!;
     t.is(c.kind, s.kind, rel);
     t.is(c.mtimeS, s.mtimeS, `mtime of ${rel}`);
-    if (s.kind === 'symlink') t.is(c.target, s.target, rel);
-    else t.is(c.mode, s.mode, `mode of ${rel}`);
+    if (s.kind === 'symlink') {
+      // Sealed (FORMAT.md §7): not the target, but it opens to the target under the volume key.
+      t.true(c.target!.startsWith(SEALED_LINK_MARKER) && !c.target!.includes(s.target!), `${rel} stored sealed`);
+      const decoded = decodeSealedLink(Buffer.from(c.target!));
+      t.is(openDecodedLink(decoded, keyFor(Buffer.from(decoded.prefix))).toString(), s.target!, `${rel} opens to its target`);
+    } else t.is(c.mode, s.mode, `mode of ${rel}`);
     if (s.kind === 'file') {
       const plainBytes = fs.readFileSync(path.join(v.plain, rel));
       const cipherBytes = fs.readFileSync(path.join(v.cipher, rel));
@@ -188,6 +194,7 @@ test('import a tree into a fresh volume, every file decrypts; export gives the i
   const again = await runCli(['import', '--passfile', v.pass, v.plain, v.cipher]);
   t.is(again.code, 0, again.stderr);
   t.deepEqual(summaryCounts(again.stderr), { copied: 0, skipped: 6, failed: 0 });
+  t.is(fs.readlinkSync(path.join(v.cipher, 'link-to-plus')), enc.get('link-to-plus')!.target!, 'a sealed link that holds its target is kept');
   fs.writeFileSync(path.join(v.plain, 'one'), 'X');
   const changed = await runCli(['import', '--passfile', v.pass, '--quick', v.plain, v.cipher]);
   t.is(changed.code, 0, changed.stderr);
@@ -281,6 +288,36 @@ test('export: a modified package fails that file (path and package named), the o
   t.false(fs.existsSync(path.join(out, 'bad')), 'no partial output for the failed file');
   t.deepEqual(tempFilesUnder(out), []);
   t.true(fs.readFileSync(path.join(out, 'd', 'good')).equals(testBytes(100_000, 6)));
+});
+
+test('export: a symlink planted in the cipher directory, or a sealed one modified, fails that entry (exit 6) and is never followed', async (t) => {
+  const v = await freshVolume(t);
+  fs.writeFileSync(path.join(v.plain, 'f'), 'content');
+  fs.symlinkSync('f', path.join(v.plain, 'good'));
+  fs.symlinkSync('f', path.join(v.plain, 'tampered'));
+  const imp = await runCli(['import', '--passfile', v.pass, v.plain, v.cipher]);
+  t.is(imp.code, 0, imp.stderr);
+  // A directory outside the volume holding a real cipher file of this volume: following the
+  // planted symlink would export it.
+  const outside = path.join(v.root, 'outside');
+  fs.mkdirSync(outside);
+  fs.copyFileSync(path.join(v.cipher, 'f'), path.join(outside, 'stolen'));
+  fs.symlinkSync(outside, path.join(v.cipher, 'Documents'));
+  const tampered = path.join(v.cipher, 'tampered');
+  const stored = fs.readlinkSync(tampered);
+  const i = SEALED_LINK_MARKER.length + 60;
+  fs.unlinkSync(tampered);
+  fs.symlinkSync(stored.slice(0, i) + (stored[i] === 'A' ? 'B' : 'A') + stored.slice(i + 1), tampered);
+
+  const out = path.join(v.root, 'out');
+  const r = await runCli(['export', '--passfile', v.pass, v.cipher, out]);
+  t.is(r.code, 6, r.stderr);
+  t.regex(r.stderr, new RegExp(`symlink ${path.join(v.cipher, 'Documents').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: target is not sealed`));
+  t.regex(r.stderr, /symlink \S+\/tampered: sealed target: authentication failed/);
+  t.false(r.stderr.includes(`-> ${outside}`) || r.stderr.includes(`'${outside}'`), 'the stored target is not quoted');
+  t.deepEqual(fs.readdirSync(out).sort(), ['f', 'good'], 'neither bad link exported, nothing from outside');
+  t.is(fs.readlinkSync(path.join(out, 'good')), 'f');
+  t.regex(r.stderr, /2 other errors/);
 });
 
 test('a wrong password exits 3 before anything is written', async (t) => {

@@ -14,13 +14,14 @@ import {
   plaintextSize,
   plaintextSizeOrUndefined,
   PREFIX_SIZE,
+  SealedLinkError,
   ShortPrefixError,
   Version,
   versionFromName,
 } from '../dare';
 import { readMountInfo } from '../fuse/mountpoint';
 import type { MasterKdf } from '../keys';
-import { openVolume, type OpenedVolume } from '../store';
+import { openLink, openVolume, sealLink, type CipherDir, type KeySource, type OpenedVolume } from '../store';
 import { defineOptions, type OptionSpec } from './args';
 import { CliError, exitCodeFor, UsageError } from './errors';
 import { ExitCode } from './exit-codes';
@@ -110,9 +111,29 @@ export async function unlockTree(cipherDir: string, o: TreeCommandOptions, comma
   };
 }
 
+/** The volume's keys, for symlink targets (src/store/symlink.ts). */
+function keySource(u: UnlockedTree): KeySource {
+  return { key: (prefix) => u.opened.keys.get(prefix) };
+}
+
+/**
+ * Opens a cipher file by path, or, given the cipher directory, confined beneath it (no
+ * symlink followed, a regular file only: FORMAT.md §6).
+ */
+async function openHandle(file: string, confined?: { dir: CipherDir; rel: string }): Promise<fs.promises.FileHandle> {
+  if (!confined) return fs.promises.open(file, 'r');
+  const fd = confined.dir.openFile(confined.rel, fs.constants.O_RDONLY);
+  try {
+    // The descriptor's own inode, whatever is at the name by now.
+    return await fs.promises.open(`/proc/self/fd/${fd}`, 'r');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Opens a cipher file: its 32-byte prefix, and the stream after it. */
-async function openCipherFile(file: string): Promise<{ prefix: Buffer; body: fs.ReadStream }> {
-  const h = await fs.promises.open(file, 'r');
+async function openCipherFile(file: string, confined?: { dir: CipherDir; rel: string }): Promise<{ prefix: Buffer; body: fs.ReadStream }> {
+  const h = await openHandle(file, confined);
   try {
     const prefix = Buffer.alloc(PREFIX_SIZE);
     const { bytesRead } = await h.read(prefix, 0, PREFIX_SIZE, 0);
@@ -130,8 +151,8 @@ async function* withPrefix(prefix: Buffer, rest: AsyncIterable<Buffer>): AsyncGe
 }
 
 /** Decrypts `file` fully; yields verified plaintext. DARE errors name the file. */
-async function* decryptFile(file: string, u: UnlockedTree): AsyncGenerator<Buffer> {
-  const { prefix, body } = await openCipherFile(file);
+async function* decryptFile(file: string, u: UnlockedTree, confined?: { dir: CipherDir; rel: string }): AsyncGenerator<Buffer> {
+  const { prefix, body } = await openCipherFile(file, confined);
   try {
     const key = await u.opened.keys.get(prefix);
     try {
@@ -181,11 +202,25 @@ export function importCodec(u: UnlockedTree): FileCodec {
       const size = Number(e.stat.size);
       return n === size ? true : `it decrypts to ${n} bytes instead of ${size}`;
     },
+    sourceLinkTarget: async (stored) => stored,
+    destinationLinkTarget: (plain) => sealLink(keySource(u), u.cipher, plain),
+    async destinationLinkHolds(stored, plain) {
+      try {
+        return (await openLink(keySource(u), stored, '')).equals(plain);
+      } catch (err) {
+        if (err instanceof SealedLinkError) return false;
+        throw err;
+      }
+    },
   };
 }
 
-/** CIPHERDIR → PLAINDIR: each stream decrypted; only authenticated plaintext is written. */
+/**
+ * CIPHERDIR → PLAINDIR: each stream decrypted; only authenticated plaintext is written. Cipher
+ * files and symlinks are read confined beneath the cipher directory (the volume's CipherDir).
+ */
 export function exportCodec(u: UnlockedTree): FileCodec {
+  const dir = u.opened.volume.dir;
   return {
     destinationSize(src, e) {
       try {
@@ -196,14 +231,14 @@ export function exportCodec(u: UnlockedTree): FileCodec {
       }
     },
     progressBytes: (e) => plaintextSizeOrUndefined(Number(e.stat.size)) ?? 0,
-    async transform(src, out, _e, onBytes, signal) {
-      await writeAll(out, counting(decryptFile(src, u), onBytes, signal), signal);
+    async transform(src, out, e, onBytes, signal) {
+      await writeAll(out, counting(decryptFile(src, u, { dir, rel: e.rel }), onBytes, signal), signal);
     },
-    async verify(src, dst, _e, onBytes, signal) {
+    async verify(src, dst, e, onBytes, signal) {
       const h = await fs.promises.open(dst, 'r');
       try {
         let pos = 0;
-        for await (const chunk of counting(decryptFile(src, u), onBytes, signal)) {
+        for await (const chunk of counting(decryptFile(src, u, { dir, rel: e.rel }), onBytes, signal)) {
           const mine = Buffer.allocUnsafe(chunk.length);
           const { bytesRead } = await h.read(mine, 0, chunk.length, pos);
           if (bytesRead !== chunk.length || !mine.equals(chunk)) return `its content differs from the decrypted ${src}`;
@@ -215,6 +250,10 @@ export function exportCodec(u: UnlockedTree): FileCodec {
         await h.close();
       }
     },
+    // A symlink that is not sealed or does not authenticate fails, named, as a damaged file does.
+    sourceLinkTarget: (stored, src) => openLink(keySource(u), stored, src),
+    destinationLinkTarget: async (plain) => plain,
+    destinationLinkHolds: async (stored, plain) => stored.equals(plain),
   };
 }
 

@@ -10,7 +10,9 @@ import {
   InvalidLengthError,
   InvalidPayloadSizeError,
   IrregularStreamError,
+  LinkTargetTooLongError,
   NonceMismatchError,
+  SealedLinkError,
   SequenceMismatchError,
   ShortPrefixError,
   TruncatedStreamError,
@@ -129,6 +131,8 @@ export function exitCodeFor(err: unknown): number {
     }
     return ExitCode.CORRUPTED;
   }
+  // A symlink target that is not sealed or does not authenticate: modified, as a bad package.
+  if (err instanceof SealedLinkError) return ExitCode.CORRUPTED;
   if (err instanceof KeyError) {
     switch (err.code) {
       case 'EBADPASS':
@@ -154,6 +158,8 @@ export function isExpected(err: unknown): boolean {
   return (
     err instanceof CliError ||
     err instanceof DareError ||
+    err instanceof SealedLinkError ||
+    err instanceof LinkTargetTooLongError ||
     err instanceof KeyError ||
     err instanceof MountpointError ||
     err instanceof FuseMountError ||

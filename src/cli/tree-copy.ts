@@ -1,8 +1,9 @@
 // Copies a whole directory tree through a per-file transformation (encrypt for
 // `import`, decrypt for `export`): the engine both commands share.
 //
-//   1. walk the source (lstat only; never follows symlinks), skipping temp files and the
-//      names the command excludes at the root (.darefs);
+//   1. walk the source (lstat only; never follows symlinks; a cipher directory through its
+//      CipherDir, confined), skipping temp files and the names the command excludes at the
+//      root (.darefs);
 //   2. create the destination directories (owner-writable for now) and remove temp files a
 //      killed run left in them;
 //   3. files and symlinks, `jobs` at a time: an existing destination that is complete and
@@ -16,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fsyncDirectory, TEMP_PREFIX } from '../store';
+import { CipherDir, fsyncDirectory, TEMP_PREFIX } from '../store';
 import { InterruptedError, isErrno, messageFor } from './errors';
 import { formatBytes, formatDuration, Progress } from './progress';
 
@@ -42,6 +43,12 @@ export interface FileCodec {
    * true, or why not. Reads the file(s); calls `onBytes` with progress bytes.
    */
   verify(src: string, dst: string, entry: TreeEntry, onBytes: (n: number) => void, signal: AbortSignal): Promise<true | string>;
+  /** The plaintext target of a source symlink from what it stores (export opens a sealed one, or throws). */
+  sourceLinkTarget(stored: Buffer, src: string): Promise<Buffer>;
+  /** What a destination symlink stores for a plaintext target (import seals it, FORMAT.md §7). */
+  destinationLinkTarget(plain: Buffer): Promise<Buffer>;
+  /** Whether an existing destination symlink's stored target holds `plain` (false when it cannot be opened). */
+  destinationLinkHolds(stored: Buffer, plain: Buffer): Promise<boolean>;
 }
 
 export interface TreeCopyOptions {
@@ -59,6 +66,34 @@ export interface TreeCopyOptions {
   excludeAtRoot: ReadonlySet<string>;
   /** Whether to create dstRoot when it is missing (mode 0700). */
   createRoot: boolean;
+  /**
+   * The source is a cipher directory (export): walk it and read its symlinks through this, so
+   * nothing planted there (a symlink, one swapped in for a directory) is ever followed.
+   */
+  srcDir?: CipherDir;
+}
+
+/** How the walk reads the source tree: by path (the user's own plaintext tree) or confined. */
+interface SourceReader {
+  readdir(rel: string): Promise<string[]>;
+  lstat(rel: string): Promise<Stats>;
+  readlink(rel: string): Promise<Buffer>;
+}
+
+function sourceReader(o: TreeCopyOptions): SourceReader {
+  const dir = o.srcDir;
+  if (dir) {
+    return {
+      readdir: async (rel) => dir.readdir(rel),
+      lstat: async (rel) => dir.lstat(rel, { bigint: true }),
+      readlink: async (rel) => dir.at(rel, (e) => fs.readlinkSync(e, { encoding: 'buffer' })),
+    };
+  }
+  return {
+    readdir: (rel) => fs.promises.readdir(path.join(o.srcRoot, rel)),
+    lstat: (rel) => fs.promises.lstat(path.join(o.srcRoot, rel), { bigint: true }),
+    readlink: (rel) => fs.promises.readlink(path.join(o.srcRoot, rel), { encoding: 'buffer' }),
+  };
 }
 
 export interface CopyFailure {
@@ -186,14 +221,15 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
     // ---- 1. walk ----
     const dirs: TreeEntry[] = [];
     const items: TreeEntry[] = [];
-    const rootStat = await fs.promises.lstat(o.srcRoot, { bigint: true });
+    const source = sourceReader(o);
+    const rootStat = await source.lstat('');
     dirs.push({ rel: '', kind: 'dir', stat: rootStat });
     for (let i = 0; i < dirs.length; i++) {
       if (signal.aborted) break;
       const dir = dirs[i];
       let names: string[];
       try {
-        names = (await fs.promises.readdir(path.join(o.srcRoot, dir.rel))).sort();
+        names = (await source.readdir(dir.rel)).sort();
       } catch (err) {
         fail(dir.rel, err, false);
         continue;
@@ -204,7 +240,7 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
         const rel = dir.rel === '' ? name : path.join(dir.rel, name);
         let st: Stats;
         try {
-          st = await fs.promises.lstat(path.join(o.srcRoot, rel), { bigint: true });
+          st = await source.lstat(rel);
         } catch (err) {
           fail(rel, err);
           continue;
@@ -283,7 +319,7 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
           continue;
         }
         try {
-          if (e.kind === 'symlink') await copySymlink(o, e, summary);
+          if (e.kind === 'symlink') await copySymlink(o, source, e, summary);
           else await copyFile(o, e, summary, prog, note, signal);
         } catch (err) {
           if (signal.aborted) break;
@@ -385,17 +421,18 @@ async function copyFile(
   summary.bytesCopied += bytes;
 }
 
-async function copySymlink(o: TreeCopyOptions, e: TreeEntry, summary: CopySummary): Promise<void> {
+async function copySymlink(o: TreeCopyOptions, source: SourceReader, e: TreeEntry, summary: CopySummary): Promise<void> {
   const src = path.join(o.srcRoot, e.rel);
   const dst = path.join(o.dstRoot, e.rel);
-  const target = await fs.promises.readlink(src);
+  const plain = await o.codec.sourceLinkTarget(await source.readlink(e.rel), src);
   const existing = await lstatOrUndefined(dst);
   if (existing?.isDirectory()) throw new Error(`${dst} is in the way: it is a directory where the symlink ${src} goes; move it away and run again`);
-  if (existing?.isSymbolicLink() && (await fs.promises.readlink(dst)) === target) {
+  if (existing?.isSymbolicLink() && (await o.codec.destinationLinkHolds(await fs.promises.readlink(dst, { encoding: 'buffer' }), plain))) {
     await applyMetadata(dst, e.stat, 'symlink');
     summary.symlinks++;
     return;
   }
+  const target = await o.codec.destinationLinkTarget(plain);
   const tmp = tempNameFor(dst);
   await fs.promises.symlink(target, tmp);
   try {

@@ -5,3 +5,4 @@ export * from './sizes';
 export * from './package';
 export * from './stream';
 export { ByteSource, ChunkReader } from './chunks';
+export * from './symlink';

@@ -1,11 +1,13 @@
 import * as fs from 'node:fs';
-import { plaintextSizeOrUndefined } from '../dare';
+import { plaintextSizeOrUndefined, sealedLinkPlainLength } from '../dare';
 import { FuseStat, FuseStatfs } from './native-types';
 
 /**
  * The plaintext view's attributes: everything from the cipher inode, except a regular file's
  * size, which comes from the open file when there is one, else from the cipher size (no key).
- * A cipher size no stream can have shows as 0 and is reported by `onInvalid`.
+ * A cipher size no stream can have shows as 0 and is reported by `onInvalid`. A symlink's size is
+ * its plaintext target's length, from the sealed target's length (no key, FORMAT.md §7); 0 for
+ * one that cannot be sealed (readlink reports it).
  */
 export function toFuseStat(st: fs.BigIntStats, openSize: number | undefined, onInvalid: () => void): FuseStat {
   let size = Number(st.size);
@@ -16,6 +18,8 @@ export function toFuseStat(st: fs.BigIntStats, openSize: number | undefined, onI
       if (plain === undefined) onInvalid();
       size = plain ?? 0;
     }
+  } else if (st.isSymbolicLink()) {
+    size = sealedLinkPlainLength(size) ?? 0;
   }
   return {
     mode: Number(st.mode),

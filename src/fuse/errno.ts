@@ -1,5 +1,5 @@
 import * as os from 'node:os';
-import { DareError } from '../dare';
+import { DareError, LinkTargetTooLongError, SealedLinkError } from '../dare';
 import { KeyError } from '../keys';
 import { ClosedFileError, NotRegularFileError, ReadOnlyError, UnsafePathError } from '../store';
 import { Errno } from './native-types';
@@ -10,6 +10,9 @@ import { Errno } from './native-types';
  */
 export function toErrno(err: unknown): number {
   if (err instanceof DareError) return Errno.EIO;
+  // A symlink target that is not sealed or does not authenticate: never handed to the kernel.
+  if (err instanceof SealedLinkError) return Errno.EIO;
+  if (err instanceof LinkTargetTooLongError) return Errno.ENAMETOOLONG;
   if (err instanceof ReadOnlyError) return Errno.EROFS;
   if (err instanceof ClosedFileError) return Errno.EBADF;
   // Something planted in the cipher directory: an I/O error for that entry, never followed.
@@ -28,6 +31,7 @@ export function toErrno(err: unknown): number {
 
 /** Whether an error is worth a log line (not the ordinary ENOENT/EEXIST of a working system). */
 export function isProblem(err: unknown): boolean {
-  if (err instanceof UnsafePathError || err instanceof NotRegularFileError) return true;
+  if (err instanceof UnsafePathError || err instanceof NotRegularFileError || err instanceof SealedLinkError) return true;
+  if (err instanceof LinkTargetTooLongError) return false;
   return err instanceof DareError || err instanceof KeyError || !(typeof err === 'object' && err !== null && 'code' in err);
 }

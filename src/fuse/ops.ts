@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import { DareError } from '../dare';
+import { DareError, SealedLinkError } from '../dare';
 import { CipherDir, CipherFile, ReadOnlyError, Volume } from '../store';
 import { loadSysCalls, splitNames } from '../sys';
 import { toFuseStat, toFuseStatfs } from './attrs';
@@ -76,6 +76,8 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     const errno = toErrno(err);
     if (err instanceof DareError) {
       log.problem(`${op} ${path}: ${err.message}`, `${err.file ?? path}:${err.constructor.name}:${err.packageIndex}`);
+    } else if (err instanceof SealedLinkError) {
+      log.problem(err.message, `link:${err.link ?? path}:${err.reason}`);
     } else if (isProblem(err)) {
       log.problem(`${op} ${path}: ${err instanceof Error ? err.message : String(err)}`);
     }
@@ -302,16 +304,22 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('rmdir', path, cb, () => dir.at(guardChange(path, path), fs.rmdirSync));
     },
 
+    // Targets are sealed (FORMAT.md §7): what the cipher directory holds is never what the
+    // kernel follows, so a symlink planted there cannot lead a program outside the volume.
     symlink(target, linkPath, caller, cb) {
-      run('symlink', linkPath, cb, () => {
+      run('symlink', linkPath, cb, async () => {
         const cipherPath = guardChange(linkPath, linkPath);
-        dir.at(cipherPath, (e) => fs.symlinkSync(target, e));
+        const sealed = await volume.sealLink(Buffer.from(target));
+        dir.at(cipherPath, (e) => fs.symlinkSync(sealed, e));
         settleOrUndo(cipherPath, 'symlink', caller, undefined);
       });
     },
 
     readlink(path, cb) {
-      run('readlink', path, cb, () => dir.at(visible(path), (e) => fs.readlinkSync(e)));
+      run('readlink', path, cb, async () => {
+        const stored = dir.at(visible(path), (e) => fs.readlinkSync(e, { encoding: 'buffer' }));
+        return (await volume.openLink(stored, path)).toString();
+      });
     },
 
     link(existing, newPath, cb) {

@@ -1,5 +1,5 @@
+import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
 import {
   AuthenticationError,
   DareError,
@@ -18,16 +18,21 @@ import {
   packageOffset,
   payloadLength,
   plaintextSizeOrUndefined,
+  SealedLinkError,
 } from '../dare';
 import { TEMP_PREFIX } from './cipher-file';
+import { CipherDir } from './cipher-dir';
+import { openLink } from './symlink';
 
 /**
- * What `darefs fsck` finds in a file of the cipher directory:
- * - ok: a regular stream whose every package authenticates (random-access rules, FORMAT.md §3)
+ * What `darefs fsck` finds in a file (or symlink) of the cipher directory:
+ * - ok: a regular stream whose every package authenticates (random-access rules, FORMAT.md §3);
+ *   a symlink whose target is sealed and authenticates (FORMAT.md §7)
  * - short: shorter than the 32-byte prefix
  * - invalid-length: a size no regular stream has (a package cut short), and not an irregular stream
  * - irregular: a valid DARE 1.0 stream with short middle packages (the mount cannot serve it)
- * - damaged: packages that fail authentication or their header checks (listed with their index)
+ * - damaged: packages that fail authentication or their header checks (listed with their index);
+ *   a symlink whose target is not sealed or does not authenticate (the mount answers EIO)
  * - foreign: package 0's header is not DARE (unknown version or cipher): not a DARE stream at all
  * - temp: a leftover temporary file of an interrupted create or stream rewrite
  * - unreadable: the file could not be read (the message says why)
@@ -44,6 +49,8 @@ export interface FsckPackageProblem {
 export interface FsckFile {
   /** Path relative to the cipher directory. */
   path: string;
+  /** Set for a symlink (its size and package fields stay 0 / unset). */
+  type?: 'symlink';
   status: FsckStatus;
   cipherSize: number;
   plainSize?: number;
@@ -80,7 +87,10 @@ export interface FsckResult {
 }
 
 export interface FsckCounts {
+  /** Entries checked: files and symlinks. */
   files: number;
+  /** Of which symlinks. */
+  symlinks: number;
   ok: number;
   /** Files with any problem (temp files not counted). */
   bad: number;
@@ -97,43 +107,86 @@ interface Entry {
   rel: string;
   size: number;
   temp: boolean;
+  symlink: boolean;
 }
 
-/** Checks every regular file under `root` (symlinks are not followed), several at once. */
+/**
+ * Checks every regular file and symlink under `root`, several at once. The cipher directory is
+ * not trusted (FORMAT.md §6): it is walked and read through CipherDir, so no symlink is ever
+ * followed, neither one listed nor one swapped in for a directory or a file since.
+ */
 export async function checkTree(opts: FsckOptions): Promise<FsckResult> {
-  const entries = await listFiles(opts.root, opts.skipAtRoot ?? new Set(['.darefs']));
-  opts.onTotal?.(entries.filter((e) => !e.temp).length, entries.reduce((n, e) => n + (e.temp ? 0 : e.size), 0));
-  const files: FsckFile[] = new Array(entries.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < entries.length) {
-      const i = next++;
-      const e = entries[i];
-      files[i] = e.temp ? await handleTemp(opts, e) : await checkFile(path.join(opts.root, e.rel), e.rel, opts.key, opts.onBytes);
+  const dir = CipherDir.open(opts.root);
+  try {
+    const entries = listFiles(dir, opts.skipAtRoot ?? new Set(['.darefs']));
+    const counted = entries.filter((e) => !e.temp && !e.symlink);
+    opts.onTotal?.(counted.length, counted.reduce((n, e) => n + e.size, 0));
+    const files: FsckFile[] = new Array(entries.length);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < entries.length) {
+        const i = next++;
+        const e = entries[i];
+        if (e.temp) files[i] = handleTemp(dir, opts, e);
+        else if (e.symlink) files[i] = await checkLink(dir, e.rel, opts.key);
+        else files[i] = await checkFile(() => openConfined(dir, e.rel), e.rel, opts.key, opts.onBytes);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.jobs ?? 4, entries.length)) }, worker));
+    return { files, counts: countFiles(files) };
+  } finally {
+    dir.close();
+  }
+}
+
+/** A cipher file opened confined (no symlink, a regular file only), as a FileHandle. */
+async function openConfined(dir: CipherDir, rel: string): Promise<fsp.FileHandle> {
+  const fd = dir.openFile(rel, fs.constants.O_RDONLY);
+  try {
+    // The descriptor's own inode, whatever is at the name by now.
+    return await fsp.open(`/proc/self/fd/${fd}`, 'r');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Checks a symlink's target: sealed and authenticating (FORMAT.md §7). Never throws for what it finds. */
+export async function checkLink(dir: CipherDir, rel: string, keyOf: (prefix: Buffer) => Promise<Buffer>): Promise<FsckFile> {
+  const f: FsckFile = { path: rel, type: 'symlink', status: 'ok', cipherSize: 0, problems: [] };
+  try {
+    const stored = dir.at(rel, (e) => fs.readlinkSync(e, { encoding: 'buffer' }));
+    f.cipherSize = stored.length;
+    (await openLink({ key: keyOf }, stored, rel)).fill(0);
+    return f;
+  } catch (err) {
+    if (err instanceof SealedLinkError) {
+      return bad(f, 'damaged', `symlink: ${err.reason} (the mount answers EIO for it; if it is yours, recreate it through the mount)`);
     }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.jobs ?? 4, entries.length)) }, worker));
-  return { files, counts: countFiles(files) };
+    return bad(f, 'unreadable', `cannot read the symlink: ${(err as Error).message}`);
+  }
 }
 
 export function countFiles(files: readonly FsckFile[]): FsckCounts {
   const byStatus: Record<FsckStatus, number> = { ok: 0, short: 0, 'invalid-length': 0, irregular: 0, damaged: 0, foreign: 0, temp: 0, unreadable: 0 };
   let packages = 0;
   let badPackages = 0;
+  let symlinks = 0;
   for (const f of files) {
     byStatus[f.status]++;
+    if (f.type === 'symlink' && f.status !== 'temp') symlinks++;
     packages += f.packages ?? 0;
     badPackages += f.problems.length;
   }
   const temp = byStatus.temp;
-  return { files: files.length - temp, ok: byStatus.ok, bad: files.length - temp - byStatus.ok, packages, badPackages, temp, byStatus };
+  return { files: files.length - temp, symlinks, ok: byStatus.ok, bad: files.length - temp - byStatus.ok, packages, badPackages, temp, byStatus };
 }
 
-async function handleTemp(opts: FsckOptions, e: Entry): Promise<FsckFile> {
+function handleTemp(dir: CipherDir, opts: FsckOptions, e: Entry): FsckFile {
   const f: FsckFile = { path: e.rel, status: 'temp', cipherSize: e.size, problems: [], message: 'leftover temporary file of an interrupted create or rewrite' };
+  if (e.symlink) f.type = 'symlink';
   if (opts.removeTemp) {
     try {
-      await fsp.unlink(path.join(opts.root, e.rel));
+      dir.at(e.rel, fs.unlinkSync);
       f.removed = true;
     } catch (err) {
       f.message += `; cannot remove it: ${(err as Error).message}`;
@@ -142,31 +195,35 @@ async function handleTemp(opts: FsckOptions, e: Entry): Promise<FsckFile> {
   return f;
 }
 
-/** Every regular file under root, sorted by path; temp files marked. */
-async function listFiles(root: string, skip: ReadonlySet<string>): Promise<Entry[]> {
+/** Every regular file and symlink under the root, sorted by path; temp files marked. */
+function listFiles(dir: CipherDir, skip: ReadonlySet<string>): Entry[] {
   const out: Entry[] = [];
-  const walk = async (rel: string): Promise<void> => {
-    const dirents = await fsp.readdir(path.join(root, rel), { withFileTypes: true });
-    for (const d of dirents) {
+  const walk = (rel: string): void => {
+    for (const d of dir.readdirTypes(rel)) {
       if (rel === '' && skip.has(d.name)) continue;
       const r = rel === '' ? d.name : `${rel}/${d.name}`;
-      if (d.isDirectory()) await walk(r);
-      else if (d.isFile()) {
-        const st = await fsp.lstat(path.join(root, r));
-        out.push({ rel: r, size: st.size, temp: d.name.startsWith(TEMP_PREFIX) });
+      if (d.isDirectory()) walk(r);
+      else if (d.isFile() || d.isSymbolicLink()) {
+        const st = dir.lstat(r);
+        out.push({ rel: r, size: st.size, temp: d.name.startsWith(TEMP_PREFIX), symlink: st.isSymbolicLink() });
       }
     }
   };
-  await walk('');
+  walk('');
   return out.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
 }
 
 /** Checks one cipher file by the random-access rules. Never throws for what it finds. */
-export async function checkFile(file: string, rel: string, keyOf: (prefix: Buffer) => Promise<Buffer>, onBytes?: (n: number) => void): Promise<FsckFile> {
+export async function checkFile(
+  open: () => Promise<fsp.FileHandle>,
+  rel: string,
+  keyOf: (prefix: Buffer) => Promise<Buffer>,
+  onBytes?: (n: number) => void,
+): Promise<FsckFile> {
   let fh: fsp.FileHandle | undefined;
   const f: FsckFile = { path: rel, status: 'ok', cipherSize: 0, problems: [] };
   try {
-    fh = await fsp.open(file, 'r');
+    fh = await open();
     const size = (await fh.stat()).size;
     f.cipherSize = size;
     if (size < PREFIX_SIZE) return bad(f, 'short', `${size} bytes, shorter than the 32-byte prefix: not a DARE stream`);

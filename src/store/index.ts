@@ -8,3 +8,4 @@ export * from './session';
 export * from './journal';
 export { SimulatedCrash, setFaultHook, type FaultAction, type FaultHook, type FaultKind, type FaultOp } from './io';
 export * from './fsck';
+export * from './symlink';

@@ -5,6 +5,7 @@ import { CipherDir } from './cipher-dir';
 import { CipherFile, DirtyBudget, FileContext, KeySource, StoreCounters, StoreSettings } from './cipher-file';
 import { Journal, ReplayResult } from './journal';
 import { PackageCache } from './package-cache';
+import { openLink, sealLink } from './symlink';
 
 export interface VolumeOptions {
   keys: KeySource;
@@ -71,6 +72,16 @@ export class Volume {
       counters: this.counters,
       journal,
     };
+  }
+
+  /** The stored (sealed) form of a new symlink's target, in the volume's cipher (FORMAT.md §7). */
+  sealLink(target: Buffer): Promise<Buffer> {
+    return sealLink(this.ctx.keys, this.ctx.settings.newFileCipher, target);
+  }
+
+  /** A symlink's plaintext target from its stored one; SealedLinkError naming `name` unless it authenticates. */
+  openLink(stored: Buffer, name: string): Promise<Buffer> {
+    return openLink(this.ctx.keys, stored, name);
   }
 
   /** Whether in-place rewrites are journaled. */

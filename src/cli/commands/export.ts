@@ -54,6 +54,7 @@ export const exportCommand: Command = {
         quiet: o.quiet,
         excludeAtRoot: new Set([CONFIG_DIR]),
         createRoot: true,
+        srcDir: unlocked.opened.volume.dir,
       });
       return finishTreeCommand('export', summary, o.quiet);
     } finally {

@@ -41,12 +41,13 @@ export const fsckCommand: Command = {
   usage: ['fsck [options] CIPHERDIR'],
   description:
     'Unlocks CIPHERDIR as mount does, then checks every file (several at once): its length, package 0 and the last ' +
-    'package against the size, and every package by the random-access rules (each must authenticate). Reports, by ' +
-    'path: invalid lengths, files shorter than the prefix, irregular 1.0 streams (short middle packages), packages ' +
-    'failing authentication or header checks (by index), foreign files (not DARE), leftover temporary files, and a ' +
-    'journal batch left by a crash. --repair replays that batch (which repairs the packages the crash tore) and ' +
+    'package against the size, and every package by the random-access rules (each must authenticate); and every ' +
+    'symlink: its target must be sealed and authenticate. Reports, by path: invalid lengths, files shorter than the ' +
+    'prefix, irregular 1.0 streams (short middle packages), packages failing authentication or header checks (by ' +
+    'index), symlinks that are not sealed or do not authenticate (never followed), foreign files (not DARE), leftover ' +
+    'temporary files, and a journal batch left by a crash. --repair replays that batch (which repairs the packages the crash tore) and ' +
     'removes temporary files; it never guesses plaintext and never truncates data. Refuses a mounted volume unless ' +
-    '--force. Exit status: 0 when all is well; 6 when a file is damaged (bad packages, invalid length, irregular); ' +
+    '--force. Exit status: 0 when all is well; 6 when a file is damaged (bad packages, invalid length, irregular, a bad symlink); ' +
     '1 for anything else left to do (a pending journal or temporary files without --repair, foreign files).',
   options: OPTIONS,
   examples: ['darefs fsck ~/cipher', 'darefs fsck --repair --passfile ~/.pw ~/cipher', 'darefs fsck --json --ncrypt ~/ncrypt-files'],
@@ -148,11 +149,13 @@ export function formatReport(result: FsckResult, journal: JournalReport): string
     if (f.problems.length > 1) for (const p of f.problems) lines.push(`  package ${p.index}: ${p.message} (${p.error})`);
   }
   const c = result.counts;
-  const bytes = result.files.reduce((n, f) => n + (f.status === 'temp' ? 0 : f.cipherSize), 0);
+  const bytes = result.files.reduce((n, f) => n + (f.status === 'temp' || f.type === 'symlink' ? 0 : f.cipherSize), 0);
   const parts = Object.entries(c.byStatus)
     .filter(([s, n]) => s !== 'temp' && n > 0)
     .map(([s, n]) => `${n} ${s}`);
-  let summary = `checked ${c.files} file${c.files === 1 ? '' : 's'} (${c.packages} packages, ${formatBytes(bytes)}): ${parts.join(', ') || 'nothing to check'}`;
+  const regular = c.files - c.symlinks;
+  const links = c.symlinks > 0 ? ` and ${c.symlinks} symlink${c.symlinks === 1 ? '' : 's'}` : '';
+  let summary = `checked ${regular} file${regular === 1 ? '' : 's'} (${c.packages} packages, ${formatBytes(bytes)})${links}: ${parts.join(', ') || 'nothing to check'}`;
   if (c.badPackages > 0) summary += `; ${c.badPackages} bad package${c.badPackages === 1 ? '' : 's'}`;
   if (c.temp > 0) summary += `; ${c.temp} leftover temporary file${c.temp === 1 ? '' : 's'}${result.files.some((f) => f.removed) ? ' (removed)' : ''}`;
   lines.push(summary);
