@@ -17,6 +17,8 @@ export {
   NCRYPT_SCRYPT,
   ncryptKey,
   masterFileKey,
+  journalKey,
+  journalEntryKey,
   ncryptDeriver,
   masterDeriver,
   scryptAsync,
@@ -48,3 +50,4 @@ export {
   type InitOptions,
   type VolumeSecret,
 } from './config';
+export { UnsafeMetaDirError, checkMetaDirStat, openMetaDir, openMetaFile, readMetaFile, type MetaDir } from './meta-dir';
