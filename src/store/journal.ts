@@ -58,10 +58,13 @@ export interface SkippedRecord {
 // DAREFSJ1 batches were checked by an unkeyed SHA-256 only: never applied (issue 10).
 const OLD_MAGIC = Buffer.from('DAREFSJ1');
 const MAGIC = Buffer.from('DAREFSJ2');
-// magic (8) | mode (u32) | body length (u32) | entry count (u32) | reserved (u32) | mac (32);
-// all zeros: empty. The batch MAC (master mode) covers the first 24 bytes and the body.
-const HEADER_SIZE = 56;
-const MAC_AT = 24;
+// magic (8) | mode (u32) | body length (u32) | entry count (u32) | reserved (u32) | checksum (32)
+// | mac (32); all zeros: empty. The checksum (SHA-256) and the batch MAC (master mode) cover the
+// first 24 bytes and the body. The checksum only tells a batch torn by a crash during its commit
+// (dropped quietly: nothing was written in place yet) from one that does not authenticate.
+const HEADER_SIZE = 88;
+const SUM_AT = 24;
+const MAC_AT = 56;
 const EMPTY_HEADER = Buffer.alloc(HEADER_SIZE);
 /** Batch MAC under the journal key (master mode). */
 const MODE_BATCH_MAC = 1;
@@ -237,6 +240,7 @@ export class Journal {
     header.writeUInt32LE(mode, 8);
     header.writeUInt32LE(parts.reduce((n, p) => n + p.length, 0), 12);
     header.writeUInt32LE(entries.length, 16);
+    batchChecksum(header, parts).copy(header, SUM_AT);
     if (mode === MODE_BATCH_MAC) batchMac(this.auth.key!, header, parts).copy(header, MAC_AT);
     const length = header.readUInt32LE(12);
     this.used = HEADER_SIZE + length;
@@ -422,17 +426,20 @@ export class Journal {
     if (data.length >= 8 && data.subarray(0, 8).equals(OLD_MAGIC)) {
       return { problem: 'a batch in the old journal format (DAREFSJ1, not authenticated), so it was not applied; if a crash interrupted a write, darefs fsck names any package it left torn' };
     }
-    if (data.length < HEADER_SIZE || !data.subarray(0, 8).equals(MAGIC)) return { problem: 'the journal does not start with a batch header (torn, or not written by darefs)' };
+    if (data.length < HEADER_SIZE || !data.subarray(0, 8).equals(MAGIC)) return { problem: 'a torn batch header (a crash while the journal was written or emptied), or not a darefs journal at all' };
     const mode = data.readUInt32LE(8);
     const length = data.readUInt32LE(12);
     const count = data.readUInt32LE(16);
     if (HEADER_SIZE + length > data.length) return { problem: 'a torn batch (a crash during its commit, before anything was written in place)' };
     const body = data.subarray(HEADER_SIZE, HEADER_SIZE + length);
+    if (!batchChecksum(data, [body]).equals(data.subarray(SUM_AT, SUM_AT + 32))) {
+      return { problem: 'a torn batch (a crash during its commit, before anything was written in place)' };
+    }
     if (this.auth.key !== undefined) {
       if (mode !== MODE_BATCH_MAC) return { problem: 'a batch without the MAC of a master-key volume (not written by darefs for this volume)' };
       const want = batchMac(this.auth.key, data.subarray(0, HEADER_SIZE), [body]);
       if (!crypto.timingSafeEqual(want, data.subarray(MAC_AT, MAC_AT + TAG_SIZE))) {
-        return { problem: 'a batch whose MAC does not verify under the volume key (torn by a crash during its commit, or not written by darefs for this volume), so it was not applied' };
+        return { problem: 'a batch whose MAC does not verify under the volume key (not written by darefs for this volume), so it was not applied' };
       }
     } else if (mode !== MODE_RECORD_MAC) {
       return { problem: 'a batch made with a master key, which this mount has not: not applied' };
@@ -546,8 +553,14 @@ function encodeRecord(e: JournalEntry): Buffer[] {
   return parts;
 }
 
+function batchChecksum(header: Buffer, body: Buffer[]): Buffer {
+  const hash = crypto.createHash('sha256').update(header.subarray(0, SUM_AT));
+  for (const p of body) hash.update(p);
+  return hash.digest();
+}
+
 function batchMac(key: Buffer, header: Buffer, body: Buffer[]): Buffer {
-  const mac = crypto.createHmac('sha256', key).update(header.subarray(0, MAC_AT));
+  const mac = crypto.createHmac('sha256', key).update(header.subarray(0, SUM_AT));
   for (const p of body) mac.update(p);
   return mac.digest();
 }
