@@ -11,10 +11,15 @@ import test, { ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Cipher, MAX_PACKAGE, MAX_PAYLOAD, PREFIX_SIZE, Version, packageOffset, randomNonce, sealPackage } from '../src/dare';
 import { changePassphrase, initVolume, journalEntryKey, journalKey } from '../src/keys';
 import { ReplayResult, Volume, openVolume } from '../src/store';
+import { darefsMount, writeNcryptFile, writePassfile } from './helpers/darefs';
+import { VECTOR_PASSWORD, ncryptKey } from './helpers/keys-for-tests';
+import { assertNoFuseMountsLeft, cleanupLeftovers, withMount } from './helpers/mount';
+import { stopCleanly } from './helpers/rw';
 import { MasterKeys, SETTINGS_V10, masterKeys, tempDir, writeStreamFile } from './helpers/store';
 
 const P = MAX_PAYLOAD;
@@ -372,4 +377,64 @@ test('.darefs owned by another user, or writable by others: mount, passwd and in
   await t.throwsAsync(open(nc, true), { name: 'UnsafeMetaDirError' });
   fs.chownSync(meta, 0, 0);
   await t.notThrowsAsync(open(v.cipher), 'back to ours: mounts');
+});
+
+// ---- through a real mount (ncrypt mode: anyone who writes the directory can make .darefs/journal) ----
+
+test.after.always(async () => {
+  await cleanupLeftovers();
+  await assertNoFuseMountsLeft();
+});
+
+test.serial('ncrypt mount: a genuine record replays, planted ones are skipped with a log line naming path and reason, the mount goes on', async (t) => {
+  t.timeout(120_000);
+  const plain = randomBytes(2 * P + 99);
+  const patched = Buffer.from(plain);
+  let outsideFile = '';
+  await withMount(
+    t,
+    darefsMount(['--ncrypt']),
+    async (m) => {
+      const out = m.output();
+      t.regex(out, /replayed 1 package of 1 file from the journal/);
+      t.regex(out, /journal record for "\.\.\/outside\/passwd" skipped, nothing written: has an empty, "\." or "\.\." component/);
+      t.regex(out, /journal record for "n\.bin" skipped, nothing written: its MAC does not verify under the file's key/);
+      t.true((await fsp.readFile(path.join(m.mountpoint, 'n.bin'))).equals(patched), 'the genuine record applied');
+      t.is(fs.readFileSync(outsideFile, 'utf8'), PASSWD, 'the file outside untouched');
+      await stopCleanly(t, m);
+    },
+    {
+      setup: async (dirs) => {
+        await writePassfile(dirs);
+        const file = path.join(dirs.cipherDir, 'n.bin');
+        await writeNcryptFile(file, plain, Version.V10);
+        outsideFile = path.join(dirs.root, 'outside', 'passwd');
+        fs.mkdirSync(path.dirname(outsideFile));
+        fs.writeFileSync(outsideFile, PASSWD);
+        const raw = fs.readFileSync(file);
+        const prefix = raw.subarray(0, 32);
+        const key = await ncryptKey(VECTOR_PASSWORD, prefix);
+        // What a crash after the commit of a rewrite of package 1 leaves: the new image, the package torn.
+        const patch = randomBytes(P);
+        patch.copy(patched, P);
+        const image = sealPackage(key, { version: Version.V10, cipher: Cipher.AES_256_GCM, index: 1, nonce: randomNonce(Version.V10), final: false }, patch);
+        image.subarray(0, 1000).copy(raw, packageOffset(1));
+        fs.writeFileSync(file, raw);
+        const genuine = newJournal([{ path: 'n.bin', prefix, size: raw.length, writes: [{ offset: packageOffset(1), bytes: image }] }], { fileKey: () => key });
+        // The attacker's records, MACs made up (the attacker has not the password).
+        const planted = newJournal([evil('../outside/passwd', PASSWD_PREFIX), { path: 'n.bin', prefix, size: 32, writes: [] }], {});
+        // One batch: the genuine record, then the planted ones (their bytes as the attacker appends them).
+        const count = 3;
+        const body = Buffer.concat([genuine.subarray(88), planted.subarray(88)]);
+        const header = Buffer.alloc(88);
+        header.write('DAREFSJ2', 0);
+        header.writeUInt32LE(2, 8);
+        header.writeUInt32LE(body.length, 12);
+        header.writeUInt32LE(count, 16);
+        createHash('sha256').update(header.subarray(0, 24)).update(body).digest().copy(header, 24);
+        fs.mkdirSync(path.join(dirs.cipherDir, '.darefs'), { mode: 0o700 });
+        fs.writeFileSync(path.join(dirs.cipherDir, '.darefs', 'journal'), Buffer.concat([header, body]));
+      },
+    },
+  );
 });
