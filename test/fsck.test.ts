@@ -11,10 +11,10 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Cipher, MAX_PAYLOAD, Version, encryptStream, packageOffset, randomNonce, sealPackage } from '../src/dare';
 import { CONFIG_DIR } from '../src/keys';
-import { Journal, TEMP_PREFIX } from '../src/store';
+import { TEMP_PREFIX } from '../src/store';
 import { CLI, passfile, writeNcryptFile, writePassfile } from './helpers/darefs';
 import { MountDirs, assertNoFuseMountsLeft, cleanupLeftovers, makeTestDirs, withMount } from './helpers/mount';
-import { KeyFor, RunResult, decryptCipherFile, initMasterVolume, masterMount, run, sha256, stopCleanly, volumeKeys, withMasterMount } from './helpers/rw';
+import { KeyFor, RunResult, decryptCipherFile, initMasterVolume, masterMount, run, sha256, stopCleanly, volumeJournal, volumeKeys, withMasterMount } from './helpers/rw';
 
 const P = MAX_PAYLOAD;
 
@@ -71,9 +71,12 @@ async function tornVolume(dirs: MountDirs, journaled: boolean): Promise<{ before
   patch.copy(after, 3 * P);
   const image = reseal(keyFor, raw, 3, patch);
   if (journaled) {
-    new Journal(dirs.cipherDir, path.join(dirs.cipherDir, CONFIG_DIR)).commit([
-      { path: 'f.bin', prefix: raw.subarray(0, 32), writes: [{ offset: packageOffset(3), bytes: image }], size: raw.length },
-    ]);
+    const j = await volumeJournal(dirs.cipherDir);
+    try {
+      j.journal.commit([{ path: 'f.bin', prefix: raw.subarray(0, 32), writes: [{ offset: packageOffset(3), bytes: image }], size: raw.length }]);
+    } finally {
+      j.close();
+    }
   }
   image.subarray(0, image.length >> 1).copy(raw, packageOffset(3));
   await fsp.writeFile(path.join(dirs.cipherDir, 'f.bin'), raw);
@@ -219,7 +222,9 @@ test.serial('a torn package with its journal entry: fsck --repair replays it and
   t.is(res.code, 0, res.stdout + res.stderr);
   t.regex(res.stdout, /journal: replayed 1 packages of 1 files \(f\.bin\)/);
   t.true((await decryptCipherFile(await volumeKeys(dirs.cipherDir), path.join(dirs.cipherDir, 'f.bin'))).equals(after));
-  t.deepEqual(new Journal(dirs.cipherDir, path.join(dirs.cipherDir, CONFIG_DIR)).inspect(), { packages: 0, files: [], torn: false });
+  const j = await volumeJournal(dirs.cipherDir);
+  t.teardown(() => j.close());
+  t.deepEqual(j.journal.inspect(), { packages: 0, files: [], torn: false });
 });
 
 test.serial('a torn package without a journal entry: fsck names file and package; the mount gives EIO for that package only', async (t) => {

@@ -65,8 +65,10 @@ export async function serveMount(s: MountSettings, secrets: VolumeSecrets, notif
   secrets.passphrase?.fill(0);
   secrets.keyFile?.fill(0);
   // The journal was replayed before anything is served; say so once.
-  const recovered = describeRecovery(opened.recovery);
-  if (recovered !== undefined) log.info(recovered);
+  for (const line of describeRecovery(opened.recovery)) {
+    if (line.problem) log.problem(line.text);
+    else log.info(line.text);
+  }
   if (opened.volume.journalProblem !== undefined) {
     log.problem(`no journal (cannot write ${opened.volume.journalProblem}): a crash during a write can leave a package unreadable`);
   }

@@ -17,6 +17,7 @@ import { constants as fsc, promises as fs, type Stats } from 'node:fs';
 import * as path from 'node:path';
 import { ConfigError, ConfigExistsError, KeyFileError, SecretRequiredError, WrongPasswordError } from './errors';
 import { KEY_SIZE, scryptAsync, type MasterKdf, type ScryptParams } from './kdf';
+import { openMetaDir, readMetaFile, readMetaFileIn, writeMetaFileFresh, type MetaDir } from './meta-dir';
 
 export const CONFIG_DIR = '.darefs';
 export const CONFIG_FILE = 'config.json';
@@ -246,22 +247,22 @@ async function publishNoClobber(tmp: string, target: string): Promise<void> {
 }
 
 async function writeConfigDurably(cipherDir: string, config: VolumeConfig): Promise<void> {
-  const dir = path.join(cipherDir, CONFIG_DIR);
-  const target = path.join(dir, CONFIG_FILE);
-  let createdDir = false;
+  // .darefs made or checked (meta-dir.ts); every name below is looked up in that very directory.
+  const meta = openMetaDir(cipherDir, { create: true })!;
   try {
-    await fs.mkdir(dir, { mode: 0o700 });
-    createdDir = true;
-    // mkdir's mode is filtered by the umask; make it exactly 0700.
-    await fs.chmod(dir, 0o700);
-  } catch (err) {
-    if (errnoCode(err) !== 'EEXIST') throw err;
-    const st = await fs.lstat(dir);
-    if (!st.isDirectory()) {
-      throw new ConfigError(target, `${dir} exists and is not a directory: move it away and run init again`);
-    }
+    await writeConfigIn(meta, cipherDir, config);
+  } finally {
+    meta.close();
   }
-  if (await exists(target)) throw new ConfigExistsError(target);
+}
+
+async function writeConfigIn(meta: MetaDir, cipherDir: string, config: VolumeConfig): Promise<void> {
+  const dir = meta.at;
+  const target = path.join(dir, CONFIG_FILE);
+  const createdDir = meta.created;
+  // mkdir's mode is filtered by the umask; make it exactly 0700.
+  if (createdDir) await fs.chmod(dir, 0o700);
+  if (await exists(target)) throw new ConfigExistsError(configPath(cipherDir));
 
   const tmp = path.join(dir, `${CONFIG_FILE}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
   const body = `${JSON.stringify(config, null, 2)}\n`;
@@ -276,6 +277,7 @@ async function writeConfigDurably(cipherDir: string, config: VolumeConfig): Prom
     }
     await publishNoClobber(tmp, target);
   } catch (err) {
+    if (err instanceof ConfigExistsError) err = new ConfigExistsError(configPath(cipherDir));
     await fs.rm(tmp, { force: true });
     throw err;
   }
@@ -439,24 +441,10 @@ export function parseConfig(raw: unknown, file: string): VolumeConfig {
  */
 export async function readConfig(cipherDir: string): Promise<VolumeConfig | null> {
   const file = configPath(cipherDir);
-  let text: string;
-  try {
-    const h = await fs.open(file, fsc.O_RDONLY);
-    try {
-      const st = await h.stat();
-      if (!st.isFile()) throw new ConfigError(file, `${file} is not a regular file`);
-      if (st.size > MAX_CONFIG_BYTES) {
-        throw new ConfigError(file, `${file} is ${st.size} bytes, too large for a volume config`);
-      }
-      text = await h.readFile('utf8');
-    } finally {
-      await h.close();
-    }
-  } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    if (errnoCode(err) === 'ENOENT') return null;
-    throw new ConfigError(file, `cannot read volume config ${file}: ${errnoCode(err) ?? String(err)}`, { cause: err });
-  }
+  // .darefs checked and nothing in it followed (meta-dir.ts): ConfigError otherwise.
+  const data = readMetaFile(cipherDir, CONFIG_FILE, MAX_CONFIG_BYTES);
+  if (data === null) return null;
+  const text = data.toString('utf8');
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -538,7 +526,13 @@ export async function unlockMasterKey(
 async function upgradeConfig(cipherDir: string, next: VolumeConfig): Promise<void> {
   const file = configPath(cipherDir);
   try {
-    await replaceConfigDurably(cipherDir, next);
+    const meta = openMetaDir(cipherDir);
+    if (meta === undefined) throw Object.assign(new Error(`${file} disappeared`), { code: 'ENOENT' });
+    try {
+      await replaceConfigDurably(meta.at, next);
+    } finally {
+      meta.close();
+    }
   } catch (err) {
     throw new ConfigError(
       file,
@@ -552,9 +546,9 @@ async function upgradeConfig(cipherDir: string, next: VolumeConfig): Promise<voi
 /**
  * Replaces config.json atomically and durably: a temp file written and fsync'ed, renamed over
  * the config, the directory fsync'ed. A crash leaves the old config or the new one, whole.
+ * `dir` is the opened .darefs (MetaDir.at): names are looked up in that very directory.
  */
-async function replaceConfigDurably(cipherDir: string, next: VolumeConfig): Promise<void> {
-  const dir = path.join(cipherDir, CONFIG_DIR);
+async function replaceConfigDurably(dir: string, next: VolumeConfig): Promise<void> {
   const tmp = path.join(dir, `${CONFIG_FILE}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
   try {
     const h = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
@@ -564,7 +558,7 @@ async function replaceConfigDurably(cipherDir: string, next: VolumeConfig): Prom
     } finally {
       await h.close();
     }
-    await fs.rename(tmp, configPath(cipherDir));
+    await fs.rename(tmp, path.join(dir, CONFIG_FILE));
   } catch (err) {
     await fs.rm(tmp, { force: true });
     throw err;
@@ -657,22 +651,25 @@ export async function changePassphrase(
     masterKey.fill(0);
   }
   const next: PassphraseVolumeConfig = { ...unsealed, sealedMasterKey: sealed.toString('base64') };
-  const dir = path.join(cipherDir, CONFIG_DIR);
-  const backup = path.join(dir, CONFIG_BACKUP);
-  await fs.copyFile(file, backup);
-  await syncFile(backup);
-  await fsyncDir(dir);
-  await replaceConfigDurably(cipherDir, next);
-  await fs.rm(backup, { force: true });
-  await fsyncDir(dir);
+  // .darefs checked, no symlink in it followed (meta-dir.ts): names are looked up in that very directory.
+  const meta = openMetaDir(cipherDir);
+  if (meta === undefined) throw new ConfigError(file, `${file} disappeared during the passphrase change`);
+  try {
+    await replaceConfig(meta, cipherDir, next);
+  } finally {
+    meta.close();
+  }
   return next;
 }
 
-async function syncFile(file: string): Promise<void> {
-  const h = await fs.open(file, fsc.O_RDONLY);
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
+async function replaceConfig(meta: MetaDir, cipherDir: string, next: PassphraseVolumeConfig): Promise<void> {
+  const dir = meta.at;
+  const backup = path.join(dir, CONFIG_BACKUP);
+  const current = readMetaFileIn(meta, CONFIG_FILE, MAX_CONFIG_BYTES);
+  if (current === null) throw new ConfigError(configPath(cipherDir), `${configPath(cipherDir)} disappeared during the passphrase change`);
+  writeMetaFileFresh(meta, CONFIG_BACKUP, current);
+  await fsyncDir(dir);
+  await replaceConfigDurably(dir, next);
+  await fs.rm(backup, { force: true });
+  await fsyncDir(dir);
 }

@@ -17,6 +17,8 @@ export {
   NCRYPT_SCRYPT,
   ncryptKey,
   masterFileKey,
+  journalKey,
+  journalEntryKey,
   ncryptDeriver,
   masterDeriver,
   scryptAsync,
@@ -51,3 +53,4 @@ export {
   type VolumeSecret,
   type UnlockOptions,
 } from './config';
+export { UnsafeMetaDirError, checkMetaDirStat, openMetaDir, openMetaFile, readMetaFile, type MetaDir } from './meta-dir';

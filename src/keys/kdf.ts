@@ -84,6 +84,28 @@ export function masterFileKey(masterKey: Buffer, prefix: Buffer, kdf: MasterKdf 
   }
 }
 
+const JOURNAL_INFO = Buffer.from('darefs journal v1', 'utf8');
+const JOURNAL_ENTRY_INFO = Buffer.from('darefs journal entry v1', 'utf8');
+
+/**
+ * The key of the journal's MAC in master mode (FORMAT.md §6): HKDF-SHA256(masterKey, salt empty,
+ * info "darefs journal v1"), 32 bytes, owned by the caller (who zeroes it).
+ */
+export function journalKey(masterKey: Buffer): Buffer {
+  checkMasterKey(masterKey);
+  return Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), JOURNAL_INFO, KEY_SIZE));
+}
+
+/**
+ * Without a master key (ncrypt mode), the key of the MAC over one file's journal record:
+ * HKDF-SHA256(that file's key, salt empty, info "darefs journal entry v1"). Only who can derive the
+ * file's key (knows the password) can make a record that replays, also one that only cuts the file.
+ */
+export function journalEntryKey(fileKey: Buffer): Buffer {
+  if (fileKey.length !== KEY_SIZE) throw new RangeError(`file key must be ${KEY_SIZE} bytes, got ${fileKey.length}`);
+  return Buffer.from(hkdfSync('sha256', fileKey, Buffer.alloc(0), JOURNAL_ENTRY_INFO, KEY_SIZE));
+}
+
 /**
  * Turns a stream prefix into that stream's key. Holds a private copy of the
  * volume secret so the caller can zero its own; dispose() zeroes the copy.

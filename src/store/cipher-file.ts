@@ -520,7 +520,7 @@ export class CipherFile {
     try {
       if (journal) {
         images = new Map();
-        const entry: JournalEntry = { path: path.relative(journal.root, this.cipherPath), prefix: this.streamPrefix(), writes: [], size: 0 };
+        const entry: JournalEntry = { path: path.relative(journal.root, this.cipherPath), prefix: this.streamPrefix(), writes: [], size: 0, key: this.key };
         let end = oldCipherSize;
         for (const index of sorted) {
           if (index >= oldCount) break;

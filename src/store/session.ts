@@ -1,4 +1,3 @@
-import * as path from 'node:path';
 import {
   AuthenticationError,
   Cipher,
@@ -15,6 +14,7 @@ import {
   CONFIG_DIR,
   ConfigError,
   KeyCache,
+  journalKey,
   KeyDeriver,
   MasterKdf,
   VolumeConfig,
@@ -25,7 +25,7 @@ import {
   unlockMasterKey,
 } from '../keys';
 import { StoreSettings } from './cipher-file';
-import { Journal, ReplayResult } from './journal';
+import type { JournalInspection, ReplayResult } from './journal';
 import { PasswordUncheckedError } from './errors';
 import { findSamplePackages } from './probe';
 import { Volume } from './volume';
@@ -63,7 +63,7 @@ export interface Recovery {
   /** Read-write: what the journal replay did (packages 0 and not discarded: nothing to do). */
   replayed?: ReplayResult;
   /** Read-only: a batch left in the journal that only a read-write mount or fsck --repair applies. */
-  pending?: { packages: number; files: string[]; torn: boolean };
+  pending?: JournalInspection;
 }
 
 export interface OpenedVolume {
@@ -76,20 +76,47 @@ export interface OpenedVolume {
   dispose(): void;
 }
 
-/** One line for the log about what `recovery` says, or undefined when there is nothing to say. */
-export function describeRecovery(r: Recovery): string | undefined {
+/** A line for the log; `problem` ones are warnings. */
+export interface RecoveryLine {
+  text: string;
+  problem: boolean;
+}
+
+/**
+ * The log lines about what `recovery` says (none when there is nothing to say): what the replay
+ * did, and every journal record it skipped or batch it discarded (path and reason: whoever else
+ * writes the cipher directory may have planted them).
+ */
+export function describeRecovery(r: Recovery): RecoveryLine[] {
   const files = (n: number): string => `${n} file${n === 1 ? '' : 's'}`;
-  if (r.replayed?.discarded) return 'discarded a torn journal batch (a crash during its commit, before anything was written in place)';
-  if (r.replayed && r.replayed.files.length > 0) {
-    return `replayed ${r.replayed.packages} package${r.replayed.packages === 1 ? '' : 's'} of ${files(r.replayed.files.length)} from the journal after an unclean shutdown`;
+  const lines: RecoveryLine[] = [];
+  const replayed = r.replayed;
+  if (replayed?.discarded) {
+    lines.push({ text: `discarded the journal batch without applying any of it: ${replayed.reason ?? 'a torn batch'}`, problem: replayed.reason !== undefined && !/^a torn batch/.test(replayed.reason) });
   }
-  if (r.pending && (r.pending.torn || r.pending.files.length > 0)) {
-    return r.pending.torn
-      ? 'the journal holds a torn batch (a crash during its commit): a read-write mount or darefs fsck --repair drops it'
-      : `the journal holds ${r.pending.packages} package${r.pending.packages === 1 ? '' : 's'} of ${files(r.pending.files.length)} from an interrupted write: ` +
-          'until a read-write mount or darefs fsck --repair replays it, those packages may fail to read (EIO)';
+  if (replayed && replayed.files.length > 0) {
+    lines.push({
+      text: `replayed ${replayed.packages} package${replayed.packages === 1 ? '' : 's'} of ${files(replayed.files.length)} from the journal after an unclean shutdown`,
+      problem: false,
+    });
   }
-  return undefined;
+  for (const s of replayed?.skipped ?? []) {
+    lines.push({ text: `journal record for ${JSON.stringify(s.path)} skipped, nothing written: ${s.reason}`, problem: true });
+  }
+  const p = r.pending;
+  if (p && (p.torn || p.files.length > 0)) {
+    lines.push(
+      p.torn
+        ? { text: `the journal holds a batch that a read-write mount or darefs fsck --repair will drop unapplied: ${p.problem ?? 'a torn batch'}`, problem: false }
+        : {
+            text:
+              `the journal holds ${p.packages} package${p.packages === 1 ? '' : 's'} of ${files(p.files.length)} from an interrupted write: ` +
+              'until a read-write mount or darefs fsck --repair replays it, those packages may fail to read (EIO)',
+            problem: false,
+          },
+    );
+  }
+  return lines;
 }
 
 export const DEFAULT_PACKAGE_CACHE_BYTES = 16 * 1024 * 1024;
@@ -109,6 +136,8 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
   let deriver: KeyDeriver;
   let mode: KeyMode;
   let settings: StoreSettings;
+  /** Master mode: the journal's MAC key (the volume takes it over and zeroes it at close). */
+  let journalMac: Buffer | undefined;
   if (config) {
     if (opts.mode === 'ncrypt') {
       throw new ConfigError(opts.cipherDir, `${opts.cipherDir} is a darefs volume (it has ${CONFIG_DIR}/config.json): mount it without --ncrypt`);
@@ -116,6 +145,7 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     // A read-write mount may write the cipher directory: it binds a legacy config's settings.
     const master = await unlockMasterKey(config, opts.cipherDir, opts.secrets, { upgrade: !opts.readOnly });
     deriver = masterDeriver(master, config.kdf);
+    journalMac = journalKey(master);
     master.fill(0);
     mode = 'master';
     settings = {
@@ -125,6 +155,7 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     };
   } else if (opts.secrets.keyFile && opts.mode !== 'ncrypt') {
     deriver = masterDeriver(opts.secrets.keyFile, opts.kdf ?? 'hmac-sha256');
+    journalMac = journalKey(opts.secrets.keyFile);
     mode = 'master';
     settings = NCRYPT_SETTINGS;
   } else if (opts.mode === 'ncrypt') {
@@ -143,6 +174,7 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     if ((mode === 'ncrypt' || !config) && opts.passwordCheck !== false) await checkKeyOnSamples(opts.cipherDir, keys, mode);
   } catch (err) {
     keys.dispose();
+    journalMac?.fill(0);
     throw err;
   }
   const volume = new Volume({
@@ -153,6 +185,7 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     dirtyBytes: opts.dirtyBytes ?? DEFAULT_DIRTY_BYTES,
     cipherDir: opts.cipherDir,
     journal: opts.journal,
+    journalKey: journalMac,
   });
   // After the key check (a wrong password touches nothing), before anything is served: finish
   // the package rewrites a crash interrupted. A read-only volume only looks.
@@ -161,12 +194,13 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     if (opts.readOnly) {
       // Only a warning: a journal this process cannot read must not stop a read-only mount.
       try {
-        recovery.pending = new Journal(opts.cipherDir, path.join(opts.cipherDir, CONFIG_DIR)).inspect();
+        recovery.pending = volume.inspectJournal();
       } catch {
         recovery.pending = undefined;
       }
-    } else recovery.replayed = volume.recover();
+    } else recovery.replayed = await volume.recover();
   } catch (err) {
+    volume.close();
     keys.dispose();
     throw err;
   }

@@ -1,9 +1,7 @@
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { CONFIG_DIR } from '../keys';
 import { CipherDir } from './cipher-dir';
 import { CipherFile, DirtyBudget, FileContext, KeySource, StoreCounters, StoreSettings } from './cipher-file';
-import { Journal, ReplayResult } from './journal';
+import { Journal, JournalAuth, JournalInspection, ReplayResult } from './journal';
 import { PackageCache } from './package-cache';
 import { openLink, sealLink } from './symlink';
 
@@ -22,6 +20,12 @@ export interface VolumeOptions {
    */
   cipherDir?: string;
   journal?: boolean;
+  /**
+   * Master mode: the journal's MAC key (journalKey of the master key, FORMAT.md §6). The volume
+   * takes it over and zeroes it at close(). Without it (ncrypt mode) every journal record carries
+   * a MAC under a key derived from its file's key.
+   */
+  journalKey?: Buffer;
 }
 
 /**
@@ -52,12 +56,14 @@ export class Volume {
   readonly dir: CipherDir;
   /** Why the journal is off although it was asked for (no write access to .darefs/). */
   readonly journalProblem: string | undefined;
+  private readonly journalAuth: JournalAuth;
 
   constructor(opts: VolumeOptions) {
     this.cache = new PackageCache(opts.packageCacheBytes);
     this.dir = CipherDir.open(opts.cipherDir ?? '/');
     this.root = opts.cipherDir === undefined ? undefined : this.dir.root;
-    let journal = this.root !== undefined && opts.journal !== false && !opts.readOnly ? new Journal(this.root, path.join(this.root, CONFIG_DIR)) : undefined;
+    this.journalAuth = { key: opts.journalKey, keys: opts.keys };
+    let journal = this.root !== undefined && opts.journal !== false && !opts.readOnly ? new Journal(this.dir, this.journalAuth) : undefined;
     this.journalProblem = journal?.unusable();
     // Without write access there (the cipher directory's root read-only to us, say) every
     // flush would fail: write without the journal, and let the mount say so.
@@ -92,18 +98,26 @@ export class Volume {
   /**
    * Finishes what a crash interrupted, before any file is opened: replays a committed journal
    * batch (or drops a torn one). Also with journaling off, since a journal left by an earlier
-   * mount must not be forgotten. Undefined without a cipher directory.
+   * mount must not be forgotten. Records that fail a check are skipped and listed in the result.
+   * Undefined without a cipher directory.
    */
-  recover(): ReplayResult | undefined {
+  async recover(): Promise<ReplayResult | undefined> {
     if (this.root === undefined) return undefined;
-    return (this.ctx.journal ?? new Journal(this.root, path.join(this.root, CONFIG_DIR))).replay();
+    return (this.ctx.journal ?? new Journal(this.dir, this.journalAuth)).replay();
   }
 
-  /** Closes the journal (after the last flush) and the cipher directory. */
+  /** What a replay would do (a read-only volume, fsck): undefined without a cipher directory. */
+  inspectJournal(): JournalInspection | undefined {
+    if (this.root === undefined) return undefined;
+    return new Journal(this.dir, this.journalAuth).inspect();
+  }
+
+  /** Closes the journal (after the last flush) and the cipher directory; zeroes the journal key. */
   close(): void {
     try {
       this.ctx.journal?.close();
     } finally {
+      this.journalAuth.key?.fill(0);
       this.dir.close();
     }
   }

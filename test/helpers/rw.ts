@@ -13,7 +13,8 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { MAX_PACKAGE, PREFIX_SIZE, decryptStream, plaintextSizeOrUndefined } from '../../src/dare';
-import { CONFIG_DIR, masterFileKey, readConfig, unlockMasterKey } from '../../src/keys';
+import { CONFIG_DIR, journalKey, masterFileKey, readConfig, unlockMasterKey } from '../../src/keys';
+import { CipherDir, Journal } from '../../src/store';
 import { CLI, passfile, writePassfile } from './darefs';
 import { DaemonSpec, MountContext, MountDirs, MountHarnessOptions, withMount } from './mount';
 
@@ -346,4 +347,26 @@ export async function checkCipherFiles(t: ExecutionContext, cipherDir: string, e
     }
     if (digest !== expected.get(rel)) t.fail(`cipher file ${rel} decrypts to other content than the mount showed`);
   }
+}
+
+/**
+ * The journal of a master volume as darefs keeps it (its MAC key derived from the master key), to
+ * make a genuine journal (what a crash after a commit leaves) or read one; close() when done.
+ */
+export async function volumeJournal(cipherDir: string, passphrase = PASSPHRASE): Promise<{ journal: Journal; close(): void }> {
+  const config = await readConfig(cipherDir);
+  if (!config) throw new Error(`${cipherDir} has no volume config`);
+  const master = await unlockMasterKey(config, cipherDir, { passphrase: Buffer.from(passphrase) });
+  const dir = CipherDir.open(cipherDir);
+  const key = journalKey(master);
+  const journal = new Journal(dir, { key, keys: { key: async (prefix) => masterFileKey(master, prefix, config.kdf) } });
+  return {
+    journal,
+    close: () => {
+      journal.close();
+      dir.close();
+      key.fill(0);
+      master.fill(0);
+    },
+  };
 }

@@ -3,8 +3,7 @@
 // the journal, remove leftover temporary files. It never guesses plaintext or cuts data.
 
 import * as path from 'node:path';
-import { CONFIG_DIR } from '../../keys';
-import { checkTree, Journal, type FsckFile, type FsckResult } from '../../store';
+import { checkTree, type FsckFile, type FsckResult, type SkippedRecord } from '../../store';
 import { defineOptions, expectPositionals, parseArgs, type Command } from '../args';
 import { mountedAt, parseJobs, unlockTree } from '../cipher-tree';
 import { CliError, UsageError } from '../errors';
@@ -33,6 +32,10 @@ interface JournalReport {
   replayedPackages: number;
   replayedFiles: string[];
   discarded: boolean;
+  /** Why a batch was (or, without --repair, will be) dropped unapplied. */
+  reason?: string;
+  /** Records that failed a check (FORMAT.md §6) and were not applied. */
+  skipped: SkippedRecord[];
 }
 
 export const fsckCommand: Command = {
@@ -66,20 +69,22 @@ export const fsckCommand: Command = {
     }
     const unlocked = await unlockTree(cipherDir, o, 'fsck');
     let result: FsckResult;
-    const journal: JournalReport = { pendingPackages: 0, pendingFiles: [], torn: false, replayedPackages: 0, replayedFiles: [], discarded: false };
+    const journal: JournalReport = { pendingPackages: 0, pendingFiles: [], torn: false, replayedPackages: 0, replayedFiles: [], discarded: false, skipped: [] };
     try {
       const root = await realPathOf(cipherDir);
-      const j = new Journal(root, path.join(root, CONFIG_DIR));
       if (o.repair) {
-        const r = j.replay();
+        const r = (await unlocked.opened.volume.recover())!;
         journal.replayedPackages = r.packages;
         journal.replayedFiles = r.files;
         journal.discarded = r.discarded;
+        journal.reason = r.reason;
+        journal.skipped = r.skipped;
       } else {
-        const p = j.inspect();
+        const p = unlocked.opened.volume.inspectJournal()!;
         journal.pendingPackages = p.packages;
         journal.pendingFiles = p.files;
         journal.torn = p.torn;
+        journal.reason = p.problem;
       }
       let progress: Progress | undefined;
       try {
@@ -129,9 +134,10 @@ const STATUS_TEXT: Record<FsckFile['status'], string> = {
 
 export function formatReport(result: FsckResult, journal: JournalReport): string {
   const lines: string[] = [];
-  if (journal.discarded) lines.push('journal: discarded a torn batch (a crash during its commit, before anything was written in place)');
-  else if (journal.replayedFiles.length > 0) lines.push(`journal: replayed ${journal.replayedPackages} packages of ${journal.replayedFiles.length} files (${journal.replayedFiles.join(', ')})`);
-  else if (journal.torn) lines.push('journal: holds a torn batch (a crash during its commit; nothing was written in place): run with --repair to drop it');
+  if (journal.discarded) lines.push(`journal: discarded a batch without applying any of it: ${journal.reason ?? 'a torn batch'}`);
+  if (journal.replayedFiles.length > 0) lines.push(`journal: replayed ${journal.replayedPackages} packages of ${journal.replayedFiles.length} files (${journal.replayedFiles.join(', ')})`);
+  for (const s of journal.skipped) lines.push(`journal: record for ${JSON.stringify(s.path)} skipped, nothing written: ${s.reason}`);
+  if (journal.torn) lines.push(`journal: holds a batch that cannot be applied (${journal.reason ?? 'a torn batch'}): run with --repair to drop it`);
   else if (journal.pendingFiles.length > 0) {
     lines.push(
       `journal: has ${journal.pendingPackages} pending packages of ${journal.pendingFiles.length} files (${journal.pendingFiles.join(', ')}), ` +
