@@ -59,6 +59,16 @@ static const char *errno_code(int e) {
     case ENOSYS: return "ENOSYS";
     case EAGAIN: return "EAGAIN";
     case EBADF: return "EBADF";
+    /* what openat2 may also answer */
+    case EISDIR: return "EISDIR";
+    case ENXIO: return "ENXIO";
+    case ENODEV: return "ENODEV";
+    case ETXTBSY: return "ETXTBSY";
+    case EBUSY: return "EBUSY";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case EOVERFLOW: return "EOVERFLOW";
+    case EFBIG: return "EFBIG";
     default: return "EUNKNOWN";
   }
 }

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { DareError, SealedLinkError } from '../dare';
-import { CipherDir, CipherFile, ReadOnlyError, Volume } from '../store';
+import { CipherDir, CipherFile, O_PATH, ReadOnlyError, Volume } from '../store';
 import { loadSysCalls, splitNames } from '../sys';
 import { toFuseStat, toFuseStatfs } from './attrs';
 import { isProblem, toErrno } from './errno';
@@ -179,7 +179,9 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
 
     opendir(path, _flags, cb) {
       run('opendir', path, cb, () => {
-        if (!dir.lstat(visible(path)).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+        // Opened confined, as readdir will: a symlink swapped in for the directory is refused
+        // (EIO and a log line: planted), a file is ENOTDIR. O_PATH needs no read permission.
+        fs.closeSync(dir.open(visible(path), O_PATH | fs.constants.O_DIRECTORY));
         return 0;
       });
     },

@@ -5,7 +5,7 @@ import { NotRegularFileError, UnsafePathError } from './errors';
 
 /** Linux's O_PATH (the same value on x86-64 and arm64); Node's fs.constants lacks it. */
 export const O_PATH = 0o10000000;
-const { O_NOFOLLOW, O_DIRECTORY, O_NONBLOCK, O_RDONLY } = fs.constants;
+const { O_NOFOLLOW, O_DIRECTORY, O_NONBLOCK, O_RDONLY, O_CREAT, O_EXCL } = fs.constants;
 const O_CLOEXEC = 0o2000000;
 
 // openat2(2) resolve flags (linux/openat2.h).
@@ -87,7 +87,7 @@ export class CipherDir {
         return this.sys.openat2(this.fd, rel, flags, mode, CONFINED);
       } catch (err) {
         if (errnoCode(err) === 'ENOSYS') this.openat2Missing = true;
-        else throw this.explain(err, p);
+        else throw this.explain(err, rel, p);
       }
     }
     return this.walk(rel, p, flags, mode);
@@ -105,37 +105,85 @@ export class CipherDir {
       }
       return fs.openSync(`/proc/self/fd/${dir}/${parts[parts.length - 1]}`, flags, mode);
     } catch (err) {
-      throw this.explain(err, p);
+      throw this.explain(err, rel, p);
     } finally {
       if (dir !== this.fd) fs.closeSync(dir);
     }
   }
 
-  /** What the confinement refused (ELOOP: a symlink; EXDEV: a way out) becomes an UnsafePathError. */
-  private explain(err: unknown, p: string): unknown {
+  /**
+   * What the confinement refused becomes an UnsafePathError: ELOOP (a symlink), EXDEV (a way
+   * out), and ENOTDIR when a symlink stands where a directory was asked for (O_DIRECTORY, and
+   * every component of the walk, answer ENOTDIR for a symlink, not ELOOP): refused either way,
+   * but the user should see an I/O error and the log say why, not "not a directory".
+   */
+  private explain(err: unknown, rel: string, p: string): unknown {
     const code = errnoCode(err);
-    if (code === 'ELOOP' || code === 'EXDEV') return new UnsafePathError(p, 'goes through a symlink or out of the cipher directory');
+    if (code === 'ELOOP' || code === 'EXDEV' || (code === 'ENOTDIR' && this.symlinkOnTheWay(rel))) {
+      return new UnsafePathError(p, 'goes through a symlink or out of the cipher directory');
+    }
     return err;
   }
 
+  /** Whether a component of `rel` is a symlink, looked at one component at a time (never followed). */
+  private symlinkOnTheWay(rel: string): boolean {
+    let dir = this.fd;
+    try {
+      for (const part of rel.split('/')) {
+        const next = fs.openSync(`/proc/self/fd/${dir}/${part}`, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (dir !== this.fd) fs.closeSync(dir);
+        dir = next;
+        const st = fs.fstatSync(dir);
+        if (st.isSymbolicLink()) return true;
+        if (!st.isDirectory()) return false;
+      }
+      return false;
+    } catch {
+      return false;
+    } finally {
+      if (dir !== this.fd) fs.closeSync(dir);
+    }
+  }
+
   /**
-   * Opens a cipher file's content: never blocks (O_NONBLOCK: a FIFO planted in its place would
-   * otherwise hang the daemon) and refuses anything that is not a regular file.
+   * Opens a cipher file's content, which must be a regular file. Its type is checked before it
+   * is opened at all: only an O_PATH descriptor is taken first, so a FIFO, socket, device or
+   * directory planted in its place is refused (NotRegularFileError) without ever being opened
+   * (opening a FIFO can block the daemon for good, a device can act on open: a tty, a tape).
+   * The file itself is then opened through that descriptor (/proc/self/fd/N: that very inode,
+   * no name looked up again), O_NONBLOCK so that a lease someone holds on it fails the open
+   * instead of stalling the daemon. A new file (O_CREAT, which must come with O_EXCL) is made
+   * by the confined open directly: O_EXCL never opens what is already there.
    */
   openFile(p: string, flags: number, mode = 0o666): number {
-    const fd = this.open(p, flags | O_NONBLOCK, mode);
-    let st: fs.Stats;
+    if (flags & O_CREAT) {
+      if (!(flags & O_EXCL)) throw new TypeError(`openFile ${p}: O_CREAT without O_EXCL would open whatever is already there`);
+      const fd = this.open(p, flags | O_NONBLOCK, mode);
+      try {
+        const st = fs.fstatSync(fd);
+        if (!st.isFile()) throw new NotRegularFileError(p, st);
+      } catch (err) {
+        fs.closeSync(fd);
+        throw err;
+      }
+      return fd;
+    }
+    const pathFd = this.open(p, O_PATH);
     try {
-      st = fs.fstatSync(fd);
-    } catch (err) {
-      fs.closeSync(fd);
-      throw err;
+      const st = fs.fstatSync(pathFd);
+      // O_PATH | O_NOFOLLOW took a symlink as itself: refused as any symlink is.
+      if (st.isSymbolicLink()) throw new UnsafePathError(p, 'is a symlink');
+      if (!st.isFile()) throw new NotRegularFileError(p, st);
+      try {
+        return fs.openSync(`/proc/self/fd/${pathFd}`, (flags & ~O_NOFOLLOW) | O_NONBLOCK | O_CLOEXEC);
+      } catch (err) {
+        // Name the cipher file, not our descriptor, in what the user sees.
+        if (err instanceof Error) err.message = err.message.replace(`/proc/self/fd/${pathFd}`, p);
+        throw Object.assign(err as object, { path: p });
+      }
+    } finally {
+      fs.closeSync(pathFd);
     }
-    if (!st.isFile()) {
-      fs.closeSync(fd);
-      throw new NotRegularFileError(p, st);
-    }
-    return fd;
   }
 
   /**
