@@ -15,7 +15,7 @@ const OPTIONS = defineOptions([
   { name: 'cipher', value: 'CIPHER', choices: ['aes', 'chacha'], help: 'cipher of new files: aes (default) or chacha' },
   { name: 'kdf', value: 'KDF', choices: ['hmac-sha256', 'hkdf-sha256'], help: 'per-file key derivation: hmac-sha256 (default) or hkdf-sha256' },
   { name: 'dare-version', value: 'V', choices: ['1', '2', '1.0', '2.0'], help: 'DARE version of new files: 1 (default, allows in-place writes) or 2' },
-  { name: 'keep-v2', help: 'do not rewrite existing DARE 2.0 files as 1.0 when they are modified' },
+  { name: 'keep-v2', help: 'do not rewrite existing DARE 2.0 files as 1.0 when they are modified (1.0 cannot detect a file cut short at a package boundary; 2.0 can)' },
   { name: 'quiet', short: 'q', help: 'no warnings on stderr' },
 ] as const);
 
