@@ -41,7 +41,9 @@ export interface FileCodec {
   transform(src: string, out: fs.promises.FileHandle, entry: TreeEntry, onBytes: (n: number) => void, signal: AbortSignal): Promise<void>;
   /**
    * Whether `dst` (which has the right size and mtime) is a complete copy of `src`:
-   * true, or why not. Reads the file(s); calls `onBytes` with progress bytes.
+   * true, or why not. Reads the file(s), a cipher file confined beneath the cipher directory
+   * (the codec holds its CipherDir: `dst` and `src` are for messages then); calls `onBytes`
+   * with progress bytes.
    */
   verify(src: string, dst: string, entry: TreeEntry, onBytes: (n: number) => void, signal: AbortSignal): Promise<true | string>;
   /** The plaintext target of a source symlink from what it stores (export opens a sealed one, or throws). */
@@ -236,19 +238,28 @@ function pathWriter(root: string, createRoot: boolean): DestinationWriter {
  */
 function confinedWriter(dir: CipherDir): DestinationWriter {
   const abs = (rel: string): string => dir.absolute(rel);
-  /** Runs `fn`, putting the cipher paths (`rel`, and `destRel` for a rename) in an error's paths and message. */
+  /**
+   * Runs `fn`, naming the cipher path in what it throws: the calls see /proc/self/fd/N/name
+   * (`rel`, or `destRel` for a rename's target) or a path relative to the cipher directory.
+   */
   const named = async <T>(rel: string, fn: () => T, destRel?: string): Promise<T> => {
     try {
       return fn();
     } catch (err) {
-      const e = err as NodeJS.ErrnoException & { dest?: string };
+      const full = (p: string, r: string): string | undefined =>
+        p.startsWith('/proc/self/fd/') ? abs(r) : path.isAbsolute(p) ? undefined : abs(p);
       if (isErrno(err)) {
+        const e = err as NodeJS.ErrnoException & { dest?: string };
         for (const [key, r] of [['path', rel], ['dest', destRel ?? rel]] as const) {
           const p = e[key];
-          if (p === undefined || !p.startsWith('/proc/self/fd/')) continue;
-          e.message = e.message.split(p).join(abs(r));
-          e[key] = abs(r);
+          const f = p === undefined ? undefined : full(p, r);
+          if (p === undefined || f === undefined) continue;
+          e.message = e.message.split(p).join(f);
+          e[key] = f;
         }
+      } else if (err instanceof UnsafePathError && err.message.startsWith(`${err.path} `)) {
+        const f = full(err.path, rel);
+        if (f !== undefined) throw Object.assign(err, { message: f + err.message.slice(err.path.length), path: f });
       }
       throw err;
     }
