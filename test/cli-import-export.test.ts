@@ -2,7 +2,8 @@
  * `darefs import` and `darefs export`: a generated tree into a fresh volume and back (contents,
  * modes, times, symlinks), every cipher file checked with `darefs decrypt --volume`; an import
  * killed with SIGKILL part-way and resumed; a modified package failing one file of an export;
- * wrong password and nested directories refused before anything is written.
+ * wrong password and nested directories refused before anything is written; a cipher
+ * subdirectory swapped for a symlink to an outside directory mid-import never written through.
  */
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
@@ -375,4 +376,73 @@ test('ncrypt mode: import into a plain directory, files decrypt with darefs decr
   const exp = await runCli(['export', '--ncrypt', '--passfile', pass, cipher, back]);
   t.is(exp.code, 0, exp.stderr);
   t.deepEqual(snapshot(back), snapshot(plain));
+});
+
+test('import: a cipher subdirectory swapped for a symlink to an outside directory during the run is never written through', async (t) => {
+  t.timeout(120_000);
+  const v = await freshVolume(t);
+  const asRoot = process.getuid?.() === 0;
+  // Many files in sub/, each written with two fsyncs, -j 1: the run is long after sub/ is made.
+  const sub = path.join(v.plain, 'sub');
+  fs.mkdirSync(sub);
+  const names = Array.from({ length: 300 }, (_, i) => `f${String(i).padStart(3, '0')}`);
+  for (const [i, name] of names.entries()) fs.writeFileSync(path.join(sub, name), testBytes(65536 + i, i + 1));
+  // Sorted after every f*: written (on the code before the fix, over the outside file) last.
+  fs.writeFileSync(path.join(sub, 'victim'), 'the plaintext that would replace it');
+  fs.utimesSync(path.join(sub, 'victim'), OLDER, OLD);
+  if (asRoot) for (const name of [...names, 'victim', '.']) fs.lchownSync(path.join(sub, name), 4242, 4243);
+  fs.chmodSync(sub, 0o751);
+  fs.utimesSync(sub, OLDER, OLD);
+
+  // The directory the attacker points sub/ at, with a file of the same name as one of sub's.
+  const outside = path.join(v.root, 'outside');
+  fs.mkdirSync(outside, { mode: 0o700 });
+  const victim = path.join(outside, 'victim');
+  fs.writeFileSync(victim, 'precious', { mode: 0o600 });
+  const past = new Date('2010-01-02T03:04:05.000Z');
+  fs.utimesSync(victim, past, past);
+  fs.utimesSync(outside, past, past);
+  const meta = (p: string): unknown => {
+    const st = fs.lstatSync(p);
+    return { mode: st.mode, uid: st.uid, gid: st.gid, mtimeMs: st.mtimeMs, size: st.size };
+  };
+  const before = { outside: meta(outside), victim: meta(victim) };
+
+  const child = spawn(process.execPath, [MAIN, 'import', '--passfile', v.pass, '-j', '1', v.plain, v.cipher], {
+    env: childEnv(),
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // Swap once the import has written its first file into sub/: its checks of sub/ are done.
+  const cipherSub = path.join(v.cipher, 'sub');
+  const deadline = Date.now() + 60_000;
+  let swappedMidway = false;
+  while (Date.now() < deadline && child.exitCode === null) {
+    if (fs.existsSync(path.join(cipherSub, names[0]))) {
+      fs.renameSync(cipherSub, path.join(v.cipher, 'sub-moved'));
+      fs.symlinkSync(outside, cipherSub);
+      swappedMidway = child.exitCode === null;
+      break;
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+  const code = await exited;
+  t.true(swappedMidway, `the import finished before sub/ could be swapped: ${stderr}`);
+  const moved = fs.readdirSync(path.join(v.cipher, 'sub-moved')).filter((n) => !n.startsWith(TEMP_PREFIX));
+  t.true(moved.length >= 1 && moved.length < names.length, `the swap came before most files were written (${moved.length} were)`);
+  t.log(`${moved.length} of ${names.length + 1} files written before the swap; stderr starts: ${stderr.split('\n').slice(0, 2).join(' | ')}`);
+
+  t.deepEqual(fs.readdirSync(outside), ['victim'], 'nothing written into the outside directory');
+  t.is(fs.readFileSync(victim, 'utf8'), 'precious', 'the outside file is not replaced');
+  t.deepEqual({ outside: meta(outside), victim: meta(victim) }, before, 'no mode, owner or time changed outside');
+  t.not(code, 0, stderr);
+  t.regex(stderr, /refused \(the cipher directory is not trusted\)/);
+  // Step 4 (directory modes and times) found the symlink where it made sub/, and did not chmod through it.
+  t.regex(stderr, new RegExp(`${cipherSub.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is no longer a directory`));
+  t.regex(stderr, new RegExp(`${path.join(v.plain, 'sub', 'victim').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `), 'the files not imported are named');
+  const counts = summaryCounts(stderr);
+  t.is(counts.copied + counts.failed, names.length + 1);
+  t.true(counts.failed >= names.length + 1 - moved.length, stderr);
 });

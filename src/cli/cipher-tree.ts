@@ -168,8 +168,12 @@ async function* decryptFile(file: string, u: UnlockedTree, confined?: { dir: Cip
   }
 }
 
-/** PLAINDIR → CIPHERDIR: each file becomes a fresh stream (new prefix, so a new key). */
+/**
+ * PLAINDIR → CIPHERDIR: each file becomes a fresh stream (new prefix, so a new key). A cipher
+ * file already there is read confined beneath the cipher directory (the volume's CipherDir).
+ */
 export function importCodec(u: UnlockedTree): FileCodec {
+  const dir = u.opened.volume.dir;
   return {
     destinationSize: (_src, e) => cipherSize(Number(e.stat.size)),
     progressBytes: (e) => Number(e.stat.size),
@@ -194,7 +198,7 @@ export function importCodec(u: UnlockedTree): FileCodec {
     async verify(_src, dst, e, onBytes, signal) {
       let n = 0;
       try {
-        for await (const chunk of counting(decryptFile(dst, u), onBytes, signal)) n += chunk.length;
+        for await (const chunk of counting(decryptFile(dst, u, { dir, rel: e.rel }), onBytes, signal)) n += chunk.length;
       } catch (err) {
         if (err instanceof DareError) return err.message;
         throw err;

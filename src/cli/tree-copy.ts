@@ -5,7 +5,8 @@
 //      CipherDir, confined), skipping temp files and the names the command excludes at the
 //      root (.darefs);
 //   2. create the destination directories (owner-writable for now) and remove temp files a
-//      killed run left in them;
+//      killed run left in them (a cipher directory through its CipherDir, confined: see
+//      DestinationWriter);
 //   3. files and symlinks, `jobs` at a time: an existing destination that is complete and
 //      verified is skipped; anything else is written to TEMP_PREFIX+random beside its target,
 //      fsynced, given its mode/owner/times, renamed over the target, and the directory fsynced,
@@ -17,7 +18,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CipherDir, fsyncDirectory, TEMP_PREFIX } from '../store';
+import { CipherDir, fsyncDirectory, TEMP_PREFIX, UnsafePathError } from '../store';
 import { InterruptedError, isErrno, messageFor } from './errors';
 import { formatBytes, formatDuration, Progress } from './progress';
 
@@ -40,7 +41,9 @@ export interface FileCodec {
   transform(src: string, out: fs.promises.FileHandle, entry: TreeEntry, onBytes: (n: number) => void, signal: AbortSignal): Promise<void>;
   /**
    * Whether `dst` (which has the right size and mtime) is a complete copy of `src`:
-   * true, or why not. Reads the file(s); calls `onBytes` with progress bytes.
+   * true, or why not. Reads the file(s), a cipher file confined beneath the cipher directory
+   * (the codec holds its CipherDir: `dst` and `src` are for messages then); calls `onBytes`
+   * with progress bytes.
    */
   verify(src: string, dst: string, entry: TreeEntry, onBytes: (n: number) => void, signal: AbortSignal): Promise<true | string>;
   /** The plaintext target of a source symlink from what it stores (export opens a sealed one, or throws). */
@@ -71,6 +74,12 @@ export interface TreeCopyOptions {
    * nothing planted there (a symlink, one swapped in for a directory) is ever followed.
    */
   srcDir?: CipherDir;
+  /**
+   * The destination is a cipher directory (import): every write, mode, owner, time, rename and
+   * read of what is already there goes through this, so a symlink planted or swapped in (even
+   * during the run) never leads a write outside it (FORMAT.md §6).
+   */
+  dstDir?: CipherDir;
 }
 
 /** How the walk reads the source tree: by path (the user's own plaintext tree) or confined. */
@@ -141,6 +150,12 @@ export function tempNameFor(target: string): string {
   return path.join(path.dirname(target), `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
 }
 
+/** The directory holding `rel` ('' for the root). */
+function parentOf(rel: string): string {
+  const d = path.dirname(rel);
+  return d === '.' ? '' : d;
+}
+
 async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
   try {
     return await fs.promises.lstat(p, { bigint: true });
@@ -157,14 +172,162 @@ function kindOf(st: Stats): TreeEntry['kind'] {
   return 'other';
 }
 
-/** Mode, owner (when root) and times of `p` from `st`; for a symlink only owner and times. */
-async function applyMetadata(p: string, st: Stats, kind: TreeEntry['kind']): Promise<void> {
+/**
+ * How the copy touches the destination tree, by paths relative to its root: by path (export's
+ * plaintext destination, the user's own directory) or confined beneath a CipherDir (import).
+ */
+interface DestinationWriter {
+  /** lstat, or undefined when nothing is there. */
+  lstat(rel: string): Promise<Stats | undefined>;
+  /** A new directory, mode 0700 (the root with its missing parents, when `createRoot`). */
+  mkdir(rel: string): Promise<void>;
+  chmod(rel: string, mode: number): Promise<void>;
+  readdir(rel: string): Promise<string[]>;
+  /** Removes a non-directory entry; nothing there is fine. */
+  unlink(rel: string): Promise<void>;
+  /** A new, empty, regular file opened for writing, mode 0600 (never an existing one). */
+  create(rel: string): Promise<fs.promises.FileHandle>;
+  symlink(target: Buffer, rel: string): Promise<void>;
+  readlink(rel: string): Promise<Buffer>;
+  /** `from` takes the name `to`, replacing what is there (both in one directory). */
+  rename(from: string, to: string): Promise<void>;
+  /** Owner (when root), mode and times of the entry at `rel` from `st`: for a symlink owner and times. */
+  applyMetadata(rel: string, st: Stats, kind: TreeEntry['kind']): Promise<void>;
+  /** fsync of the directory `rel` (a new name in it is durable). */
+  fsyncDir(rel: string): void;
+}
+
+/** Owner (when root), mode and times of an open file from `st`. */
+async function applyMetadataToHandle(h: fs.promises.FileHandle, st: Stats): Promise<void> {
   // chown first: it clears set-user-ID and set-group-ID bits that chmod then puts back.
-  if (isRoot()) await fs.promises.lchown(p, Number(st.uid), Number(st.gid));
-  if (kind !== 'symlink') await fs.promises.chmod(p, Number(st.mode & 0o7777n));
-  // utimes keeps sub-microsecond precision; lutimes (for symlinks) only microseconds.
-  if (kind === 'symlink') await fs.promises.lutimes(p, seconds(st.atimeNs), seconds(st.mtimeNs));
-  else await fs.promises.utimes(p, seconds(st.atimeNs), seconds(st.mtimeNs));
+  if (isRoot()) await h.chown(Number(st.uid), Number(st.gid));
+  await h.chmod(Number(st.mode & 0o7777n));
+  await h.utimes(seconds(st.atimeNs), seconds(st.mtimeNs));
+}
+
+function pathWriter(root: string, createRoot: boolean): DestinationWriter {
+  const at = (rel: string): string => path.join(root, rel);
+  return {
+    lstat: (rel) => lstatOrUndefined(at(rel)),
+    mkdir: async (rel) => {
+      await fs.promises.mkdir(at(rel), { mode: 0o700, recursive: rel === '' && createRoot });
+    },
+    chmod: (rel, mode) => fs.promises.chmod(at(rel), mode),
+    readdir: (rel) => fs.promises.readdir(at(rel)),
+    unlink: (rel) => fs.promises.rm(at(rel), { force: true }),
+    create: (rel) => fs.promises.open(at(rel), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600),
+    symlink: (target, rel) => fs.promises.symlink(target, at(rel)),
+    readlink: (rel) => fs.promises.readlink(at(rel), { encoding: 'buffer' }),
+    rename: (from, to) => fs.promises.rename(at(from), at(to)),
+    async applyMetadata(rel, st, kind) {
+      const p = at(rel);
+      if (isRoot()) await fs.promises.lchown(p, Number(st.uid), Number(st.gid));
+      if (kind !== 'symlink') await fs.promises.chmod(p, Number(st.mode & 0o7777n));
+      // utimes keeps sub-microsecond precision; lutimes (for symlinks) only microseconds.
+      if (kind === 'symlink') await fs.promises.lutimes(p, seconds(st.atimeNs), seconds(st.mtimeNs));
+      else await fs.promises.utimes(p, seconds(st.atimeNs), seconds(st.mtimeNs));
+    },
+    fsyncDir: (rel) => fsyncDirectory(at(rel)),
+  };
+}
+
+/**
+ * The destination as a cipher directory: every path resolved beneath `dir` with no symlink
+ * (CipherDir), calls by path only through `at` (never following the last component) or on the
+ * inode already opened. Errors name the cipher path, never a /proc/self/fd one.
+ */
+function confinedWriter(dir: CipherDir): DestinationWriter {
+  const abs = (rel: string): string => dir.absolute(rel);
+  /**
+   * Runs `fn`, naming the cipher path in what it throws: the calls see /proc/self/fd/N/name
+   * (`rel`, or `destRel` for a rename's target) or a path relative to the cipher directory.
+   */
+  const named = async <T>(rel: string, fn: () => T, destRel?: string): Promise<T> => {
+    try {
+      return fn();
+    } catch (err) {
+      const full = (p: string, r: string): string | undefined =>
+        p.startsWith('/proc/self/fd/') ? abs(r) : path.isAbsolute(p) ? undefined : abs(p);
+      if (isErrno(err)) {
+        const e = err as NodeJS.ErrnoException & { dest?: string };
+        for (const [key, r] of [['path', rel], ['dest', destRel ?? rel]] as const) {
+          const p = e[key];
+          const f = p === undefined ? undefined : full(p, r);
+          if (p === undefined || f === undefined) continue;
+          e.message = e.message.split(p).join(f);
+          e[key] = f;
+        }
+      } else if (err instanceof UnsafePathError && err.message.startsWith(`${err.path} `)) {
+        const f = full(err.path, rel);
+        if (f !== undefined) throw Object.assign(err, { message: f + err.message.slice(err.path.length), path: f });
+      }
+      throw err;
+    }
+  };
+  /** The inode at `rel` (never a symlink followed), checked to be of `kind`, as a path for calls that follow. */
+  const inodeOf = <T>(rel: string, kind: 'file' | 'dir', fn: (inode: string) => T): T =>
+    dir.inode(abs(rel), (inode, st) => {
+      if (kind === 'dir' ? !st.isDirectory() : !st.isFile()) {
+        throw new UnsafePathError(abs(rel), `is no longer a ${kind === 'dir' ? 'directory' : 'regular file'}`);
+      }
+      return fn(inode);
+    });
+  return {
+    async lstat(rel) {
+      try {
+        return await named(rel, () => dir.lstat(abs(rel), { bigint: true }));
+      } catch (err) {
+        if (isErrno(err) && err.code === 'ENOENT') return undefined;
+        throw err;
+      }
+    },
+    mkdir: (rel) => named(rel, () => dir.at(abs(rel), (e) => fs.mkdirSync(e, 0o700))),
+    chmod: (rel, mode) => named(rel, () => dir.chmod(abs(rel), mode)),
+    readdir: (rel) => named(rel, () => dir.readdir(abs(rel))),
+    unlink: (rel) =>
+      named(rel, () =>
+        dir.at(abs(rel), (e) => {
+          try {
+            fs.unlinkSync(e);
+          } catch (err) {
+            if (!(isErrno(err) && err.code === 'ENOENT')) throw err;
+          }
+        }),
+      ),
+    async create(rel) {
+      const fd = await named(rel, () => dir.openFile(abs(rel), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600));
+      try {
+        // The descriptor's own inode (the file just made), for a FileHandle.
+        return await fs.promises.open(`/proc/self/fd/${fd}`, fs.constants.O_WRONLY);
+      } finally {
+        fs.closeSync(fd);
+      }
+    },
+    symlink: (target, rel) => named(rel, () => dir.at(abs(rel), (e) => fs.symlinkSync(target, e))),
+    readlink: (rel) => named(rel, () => dir.at(abs(rel), (e) => fs.readlinkSync(e, { encoding: 'buffer' }))),
+    rename: (from, to) => named(from, () => dir.at2(abs(from), abs(to), (a, b) => fs.renameSync(a, b)), to),
+    applyMetadata: (rel, st, kind) =>
+      named(rel, () => {
+        const atime = seconds(st.atimeNs);
+        const mtime = seconds(st.mtimeNs);
+        if (kind === 'symlink') {
+          // lchown and lutimes never follow the last component: the link itself, wherever it is.
+          dir.at(abs(rel), (e) => {
+            if (isRoot()) fs.lchownSync(e, Number(st.uid), Number(st.gid));
+            fs.lutimesSync(e, atime, mtime);
+          });
+          return;
+        }
+        // On the inode opened without following: chown, chmod and utimes follow, but there is
+        // nothing left to follow, and a symlink found there instead is refused.
+        inodeOf(rel, kind === 'dir' ? 'dir' : 'file', (inode) => {
+          if (isRoot()) fs.chownSync(inode, Number(st.uid), Number(st.gid));
+          fs.chmodSync(inode, Number(st.mode & 0o7777n));
+          fs.utimesSync(inode, atime, mtime);
+        });
+      }),
+    fsyncDir: (rel) => dir.fsyncDir(abs(rel), (fd) => fs.fsyncSync(fd)),
+  };
 }
 
 /** A message that names the file, whatever the error. */
@@ -222,6 +385,7 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
     const dirs: TreeEntry[] = [];
     const items: TreeEntry[] = [];
     const source = sourceReader(o);
+    const dest = o.dstDir ? confinedWriter(o.dstDir) : pathWriter(o.dstRoot, o.createRoot);
     const rootStat = await source.lstat('');
     dirs.push({ rel: '', kind: 'dir', stat: rootStat });
     for (let i = 0; i < dirs.length; i++) {
@@ -283,17 +447,17 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
       }
       const dst = path.join(o.dstRoot, d.rel);
       try {
-        const st = await lstatOrUndefined(dst);
+        const st = await dest.lstat(d.rel);
         if (st === undefined) {
           if (d.rel === '' && !o.createRoot) throw Object.assign(new Error(`${dst} does not exist`), { code: 'ENOENT', syscall: 'stat', path: dst });
-          await fs.promises.mkdir(dst, { mode: 0o700, recursive: d.rel === '' });
+          await dest.mkdir(d.rel);
         } else if (!st.isDirectory()) {
           throw new Error(`${dst} is in the way: it is not a directory; move it away and run again (the contents of ${path.join(o.srcRoot, d.rel)} were not copied)`);
         } else if (!isRoot() && (Number(st.mode) & 0o700) !== 0o700) {
           // A read-only directory from an earlier run: writable until step 4 sets its mode again.
-          await fs.promises.chmod(dst, Number(st.mode & 0o7777n) | 0o700);
+          await dest.chmod(d.rel, Number(st.mode & 0o7777n) | 0o700);
         }
-        await removeTemps(dst);
+        await removeTemps(dest, d.rel);
         if (d.rel !== '') summary.dirs++;
       } catch (err) {
         failedDirs.add(d.rel);
@@ -319,8 +483,8 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
           continue;
         }
         try {
-          if (e.kind === 'symlink') await copySymlink(o, source, e, summary);
-          else await copyFile(o, e, summary, prog, note, signal);
+          if (e.kind === 'symlink') await copySymlink(o, source, dest, e, summary);
+          else await copyFile(o, dest, e, summary, prog, note, signal);
         } catch (err) {
           if (signal.aborted) break;
           if (e.kind === 'symlink') fail(e.rel, err, false);
@@ -336,7 +500,7 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
     for (const d of [...dirs].reverse()) {
       if (d.rel === '' || failedDirs.has(d.rel)) continue;
       try {
-        await applyMetadata(path.join(o.dstRoot, d.rel), d.stat, 'dir');
+        await dest.applyMetadata(d.rel, d.stat, 'dir');
       } catch (err) {
         fail(d.rel, err, false);
       }
@@ -349,18 +513,19 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
   }
 }
 
-/** Removes temp files an interrupted run left in `dir`. */
-async function removeTemps(dir: string): Promise<void> {
-  for (const name of await fs.promises.readdir(dir)) {
+/** Removes temp files an interrupted run left in the directory `rel`. */
+async function removeTemps(dest: DestinationWriter, rel: string): Promise<void> {
+  for (const name of await dest.readdir(rel)) {
     if (!name.startsWith(TEMP_PREFIX)) continue;
-    const p = path.join(dir, name);
-    const st = await lstatOrUndefined(p);
-    if (st !== undefined && !st.isDirectory()) await fs.promises.rm(p, { force: true });
+    const p = path.join(rel, name);
+    const st = await dest.lstat(p);
+    if (st !== undefined && !st.isDirectory()) await dest.unlink(p);
   }
 }
 
 async function copyFile(
   o: TreeCopyOptions,
+  dest: DestinationWriter,
   e: TreeEntry,
   summary: CopySummary,
   progress: Progress,
@@ -371,7 +536,7 @@ async function copyFile(
   const dst = path.join(o.dstRoot, e.rel);
   const bytes = o.codec.progressBytes(e);
   const want = o.codec.destinationSize(src, e);
-  const existing = await lstatOrUndefined(dst);
+  const existing = await dest.lstat(e.rel);
   if (existing?.isDirectory()) {
     throw new Error(`${dst} is in the way: it is a directory where ${src} goes; move it away and run again`);
   }
@@ -387,7 +552,7 @@ async function copyFile(
       if (o.quick) progress.add(bytes);
       else summary.bytesVerified += counted;
       // Verifying read the file: put its times (and mode, owner) back.
-      await applyMetadata(dst, e.stat, 'file');
+      await dest.applyMetadata(e.rel, e.stat, 'file');
       summary.filesSkipped++;
       return;
     }
@@ -396,8 +561,8 @@ async function copyFile(
     note(`${dst} has the right size and time but ${verdict}: copying it again`);
   }
 
-  const tmp = tempNameFor(dst);
-  const out = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+  const tmp = tempNameFor(e.rel);
+  const out = await dest.create(tmp);
   let written = 0;
   try {
     try {
@@ -406,43 +571,44 @@ async function copyFile(
         progress.add(n);
       }, signal);
       await out.sync();
+      // On the descriptor: the file written, whatever its name leads to by now.
+      await applyMetadataToHandle(out, e.stat);
     } finally {
       await out.close();
     }
-    await applyMetadata(tmp, e.stat, 'file');
-    await fs.promises.rename(tmp, dst);
+    await dest.rename(tmp, e.rel);
   } catch (err) {
     progress.add(-written);
-    await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
+    await dest.unlink(tmp).catch(() => undefined);
     throw err;
   }
-  fsyncDirectory(path.dirname(dst));
+  dest.fsyncDir(parentOf(e.rel));
   summary.filesCopied++;
   summary.bytesCopied += bytes;
 }
 
-async function copySymlink(o: TreeCopyOptions, source: SourceReader, e: TreeEntry, summary: CopySummary): Promise<void> {
+async function copySymlink(o: TreeCopyOptions, source: SourceReader, dest: DestinationWriter, e: TreeEntry, summary: CopySummary): Promise<void> {
   const src = path.join(o.srcRoot, e.rel);
   const dst = path.join(o.dstRoot, e.rel);
   const plain = await o.codec.sourceLinkTarget(await source.readlink(e.rel), src);
-  const existing = await lstatOrUndefined(dst);
+  const existing = await dest.lstat(e.rel);
   if (existing?.isDirectory()) throw new Error(`${dst} is in the way: it is a directory where the symlink ${src} goes; move it away and run again`);
-  if (existing?.isSymbolicLink() && (await o.codec.destinationLinkHolds(await fs.promises.readlink(dst, { encoding: 'buffer' }), plain))) {
-    await applyMetadata(dst, e.stat, 'symlink');
+  if (existing?.isSymbolicLink() && (await o.codec.destinationLinkHolds(await dest.readlink(e.rel), plain))) {
+    await dest.applyMetadata(e.rel, e.stat, 'symlink');
     summary.symlinks++;
     return;
   }
   const target = await o.codec.destinationLinkTarget(plain);
-  const tmp = tempNameFor(dst);
-  await fs.promises.symlink(target, tmp);
+  const tmp = tempNameFor(e.rel);
+  await dest.symlink(target, tmp);
   try {
-    await applyMetadata(tmp, e.stat, 'symlink');
-    await fs.promises.rename(tmp, dst);
+    await dest.applyMetadata(tmp, e.stat, 'symlink');
+    await dest.rename(tmp, e.rel);
   } catch (err) {
-    await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
+    await dest.unlink(tmp).catch(() => undefined);
     throw err;
   }
-  fsyncDirectory(path.dirname(dst));
+  dest.fsyncDir(parentOf(e.rel));
   summary.symlinks++;
 }
 

@@ -69,6 +69,7 @@ export const importCommand: Command = {
         quiet: o.quiet,
         excludeAtRoot: new Set([CONFIG_DIR]),
         createRoot: false,
+        dstDir: unlocked.opened.volume.dir,
       });
       return finishTreeCommand('import', summary, o.quiet);
     } finally {
