@@ -196,7 +196,7 @@ export class CipherDir {
     if (rel === '') throw new UnsafePathError(p, 'is the cipher directory itself');
     const slash = rel.lastIndexOf('/');
     if (slash < 0) return fn(`/proc/self/fd/${this.fd}/${rel}`);
-    const parent = this.open(rel.slice(0, slash), O_PATH | O_DIRECTORY);
+    const parent = this.open(this.absolute(rel.slice(0, slash)), O_PATH | O_DIRECTORY);
     try {
       return fn(`/proc/self/fd/${parent}/${rel.slice(slash + 1)}`);
     } finally {
