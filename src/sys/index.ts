@@ -23,7 +23,15 @@ export interface SysCalls {
   fcopyxattrs(fromFd: number, toFd: number): number;
   /** utimensat(AT_SYMLINK_NOFOLLOW) to the nanosecond; nsec may be UTIME_NOW or UTIME_OMIT. */
   lutimens(file: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+  /**
+   * fallocate(2) on an open file (mode: 0 or FALLOC_FL_* bits); throws ENOSPC/EDQUOT when the
+   * space is not there, ENOTSUP (EOPNOTSUPP) or ENOSYS where the file system cannot do it.
+   */
+  fallocate(fd: number, mode: number, offset: number, length: number): void;
 }
+
+/** fallocate mode: allocate without changing the file size. */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
 
 /** Where scripts/build-native.js puts the addon: native/ in darefs's own directory. */
 export const ADDON_PATH = path.join(packageRoot(__dirname), 'native', 'build', 'Release', 'darefs_sys.node');
