@@ -373,6 +373,61 @@ static napi_value js_scrubenv(napi_env env, napi_callback_info info) {
   napi_create_int32(env, scrubbed, &out);
   return out;
 }
+/* ---- fallocate (issue 10, item 5: reserve a file's growth before writing it) ---- */
+
+/* The errnos fallocate(2) adds to errno_code's list. */
+static const char *fallocate_errno_code(int e) {
+  switch (e) {
+    case EBADF: return "EBADF";
+    case EFBIG: return "EFBIG";
+    case EINTR: return "EINTR";
+    case ENODEV: return "ENODEV";
+    case ENOSYS: return "ENOSYS";
+    case ESPIPE: return "ESPIPE";
+    case ETXTBSY: return "ETXTBSY";
+    default: return errno_code(e);
+  }
+}
+
+/*
+ * fallocate(fd, mode, offset, length) -> undefined. Throws { code, errno, syscall, path: "" };
+ * EOPNOTSUPP shows as "ENOTSUP" (the same number on Linux). Offsets are JS numbers (exact below
+ * 2^53).
+ */
+static napi_value js_fallocate(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  int32_t fd = -1, mode = 0;
+  int64_t offset = 0, length = 0;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int32(env, argv[1], &mode) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &offset) != napi_ok || napi_get_value_int64(env, argv[3], &length) != napi_ok) {
+    return throw_type(env, "fallocate: fd, mode, offset and length must be numbers");
+  }
+  int r;
+  do {
+    r = fallocate(fd, mode, (off_t) offset, (off_t) length);
+  } while (r != 0 && errno == EINTR);
+  if (r == 0) return NULL;
+  int e = errno;
+  const char *code = fallocate_errno_code(e);
+  char msg[160];
+  snprintf(msg, sizeof msg, "%s: %s, fallocate", code, strerror(e));
+  napi_value message, err, v;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, NULL, message, &err);
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, err, "code", v);
+  napi_create_int32(env, -e, &v);
+  napi_set_named_property(env, err, "errno", v);
+  napi_create_string_utf8(env, "fallocate", NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, err, "syscall", v);
+  napi_create_string_utf8(env, "", NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, err, "path", v);
+  napi_throw(env, err);
+  return NULL;
+}
+
+/* ---- end fallocate ---- */
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -386,6 +441,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "openat2", NULL, js_openat2, NULL, NULL, NULL, napi_enumerable, NULL },
     { "harden", NULL, js_harden, NULL, NULL, NULL, napi_enumerable, NULL },
     { "scrubenv", NULL, js_scrubenv, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -20,7 +20,7 @@ import {
   sealPackage,
   verifyHeader,
 } from '../dare';
-import { loadSysCalls } from '../sys';
+import { FALLOC_FL_KEEP_SIZE, loadSysCalls } from '../sys';
 import type { CipherDir } from './cipher-dir';
 import { ClosedFileError, ReadOnlyError } from './errors';
 import * as io from './io';
@@ -76,6 +76,19 @@ export interface StoreCounters {
 
 // Writes at most this many packages per writev: IOV_MAX is 1024 on Linux.
 const MAX_IOV_PACKAGES = 256;
+
+/**
+ * Packages sealed per batch where a hole (a write far past the end, a growing truncate) or a
+ * stream rewrite is written straight to disk: 4 MiB, after which the event loop serves other
+ * requests before the next batch. A hole of fewer whole packages goes through the dirty map.
+ */
+export const ZERO_BATCH = 64;
+
+/**
+ * One package of zeros, the plaintext of every zero package of a hole (each sealed under its own
+ * fresh random nonce). Read only: it never enters the dirty map or the package cache.
+ */
+const ZEROS = Buffer.alloc(MAX_PAYLOAD);
 
 let nextFileId = 1;
 
@@ -271,7 +284,7 @@ export class CipherFile {
     return this.lock.run(async () => {
       await this.prepareChange();
       if (data.length === 0) return 0;
-      if (offset > this.size) this.extendWithZeros(offset);
+      if (offset > this.size) await this.extendWithZeros(offset);
       const end = offset + data.length;
       const newSize = Math.max(this.size, end);
       for (let index = packageIndex(offset); index <= packageIndex(end - 1); index++) {
@@ -292,7 +305,7 @@ export class CipherFile {
     return this.lock.run(async () => {
       await this.prepareChange();
       if (newSize > this.size) {
-        this.extendWithZeros(newSize);
+        await this.extendWithZeros(newSize);
       } else if (newSize < this.size) {
         for (const index of [...this.dirty.keys()]) {
           if (index * MAX_PAYLOAD >= newSize) this.dropDirty(index);
@@ -461,8 +474,21 @@ export class CipherFile {
     this.dirty.delete(index);
   }
 
-  /** Grows to `newSize` with zero packages, sealing as it goes when the memory bound is hit. */
-  private extendWithZeros(newSize: number): void {
+  /**
+   * Grows to `newSize` with zeros. A hole of at least ZERO_BATCH whole packages is written
+   * straight to disk in batches that let the event loop run in between (sealZeros; a kept 2.0
+   * stream is rewritten with it), never held in memory. What is left (the old last package's
+   * padding, a partial last package, a small hole) goes through the dirty map like any write:
+   * at most ZERO_BATCH packages, so this never flushes half-way (a failing flush puts the file
+   * back as it was before the write, not somewhere in the middle of the hole).
+   */
+  private async extendWithZeros(newSize: number): Promise<void> {
+    const firstNew = Math.ceil(this.size / MAX_PAYLOAD);
+    const wholeEnd = Math.floor(newSize / MAX_PAYLOAD);
+    if (wholeEnd - firstNew >= ZERO_BATCH) {
+      if (this.keepsVersion20) await this.rewriteStream(Version.V20, newSize);
+      else await this.sealZeros(wholeEnd * MAX_PAYLOAD, newSize);
+    }
     let index = this.size === 0 ? 0 : packageIndex(this.size - 1);
     for (; index * MAX_PAYLOAD < newSize; index++) {
       const length = payloadLength(index, newSize);
@@ -470,9 +496,113 @@ export class CipherFile {
         this.packageForChange(index, length, 0);
       }
       this.size = Math.min(newSize, (index + 1) * MAX_PAYLOAD);
-      if (this.ctx.dirty.exceeded) this.flushLocked();
     }
     this.size = newSize;
+  }
+
+  /**
+   * Grows a 1.0 stream to `end` (a package boundary past the old last package) with zero
+   * packages sealed straight to disk, ZERO_BATCH at a time, yielding to the event loop between
+   * batches (the lock stays held: this file's other requests wait, other files' do not).
+   *
+   * Space for the whole growth (up to `reserveTo`, the size being reached) is reserved first,
+   * so a full disk fails here before any byte is written. Pending changes are flushed before,
+   * so that after it only the old last package (padded with zeros to a whole package) is
+   * rewritten in place and everything else is appended.
+   *
+   * Crash safety as for flushLocked, per batch: with the journal each batch commits an entry
+   * (the padded old last package's image, in the first batch; otherwise no image) whose size is
+   * where the stream ends before the batch's appends, writes, fdatasyncs and retires it, so a
+   * crash leaves a valid stream of the old content plus zero packages up to some batch. The
+   * entry is retired before the yield: other files' flushes use the journal in between.
+   * A failure part-way (a full disk where nothing could be reserved) puts the file back exactly
+   * as it was, under a journal entry that says so.
+   */
+  private async sealZeros(end: number, reserveTo: number): Promise<void> {
+    this.flushLocked();
+    const start = this.size;
+    const oldCipherSize = cipherSize(start);
+    const partial = start % MAX_PAYLOAD !== 0 ? packageIndex(start - 1) : undefined;
+    // The old last package: its plaintext padded to a whole package, and its sealed bytes to
+    // put back if the growth fails.
+    let padded: Buffer | undefined;
+    let restore: Buffer | undefined;
+    if (partial !== undefined) {
+      padded = Buffer.alloc(MAX_PAYLOAD);
+      this.loadOne(partial).copy(padded);
+      restore = Buffer.allocUnsafe(oldCipherSize - packageOffset(partial));
+      fs.readSync(this.fd, restore, 0, restore.length, packageOffset(partial));
+    }
+    const journal = this.ctx.journal;
+    const entryFor = (writes: JournalEntry['writes'], size: number): JournalEntry => ({
+      path: path.relative(journal!.root, this.cipherPath),
+      prefix: this.streamPrefix(),
+      writes,
+      size,
+      key: this.key,
+    });
+    let written = false;
+    /** End of the valid stream on disk: the old end, then the end of each batch written. */
+    let durable = oldCipherSize;
+    try {
+      reserveSpace(this.fd, oldCipherSize, cipherSize(reserveTo) - oldCipherSize, this.cipherPath);
+      const last = end / MAX_PAYLOAD;
+      for (let index = partial ?? start / MAX_PAYLOAD; index < last; ) {
+        const batchEnd = Math.min(last, index + ZERO_BATCH);
+        const sealed: Buffer[] = [];
+        for (let i = index; i < batchEnd; i++) sealed.push(this.seal(i, i === partial ? padded! : ZEROS, false));
+        const at = packageOffset(index);
+        if (journal) {
+          const image = index === partial ? [{ offset: at, bytes: sealed[0] }] : [];
+          journal.commit([entryFor(image, index === partial ? at + sealed[0].length : durable)]);
+        }
+        written = true;
+        const n = writevFully(this.fd, sealed, at, this.cipherPath);
+        if (journal) {
+          io.fdatasyncSync(this.fd, this.cipherPath);
+          journal.retire();
+        }
+        durable = at + n;
+        this.size = this.diskSize = batchEnd * MAX_PAYLOAD;
+        if (this.reference === undefined) {
+          this.reference = Buffer.alloc(HEADER_SIZE);
+          fs.readSync(this.fd, this.reference, 0, HEADER_SIZE, PREFIX_SIZE);
+        }
+        index = batchEnd;
+        if (index < last) await yieldToLoop();
+      }
+    } catch (err) {
+      let restoreErr: unknown;
+      if (!written) {
+        // Gives back what a failed reservation may have allocated past the end of file.
+        io.quietly(() => io.ftruncateSync(this.fd, oldCipherSize, this.cipherPath));
+      } else {
+        let committed = false;
+        try {
+          if (journal) {
+            const image = partial !== undefined ? [{ offset: packageOffset(partial), bytes: restore! }] : [];
+            journal.commit([entryFor(image, oldCipherSize)]);
+            committed = true;
+          }
+          if (partial !== undefined) writeFully(this.fd, restore!, packageOffset(partial), this.cipherPath);
+          io.ftruncateSync(this.fd, oldCipherSize, this.cipherPath);
+          if (journal) {
+            io.fdatasyncSync(this.fd, this.cipherPath);
+            journal.retire();
+          }
+        } catch (e) {
+          restoreErr = e;
+          // The committed entry puts the file back at the next mount's replay; without one, at
+          // least cut off a batch the failure may have torn.
+          if (committed) journal!.hold(`${this.name}: ${err instanceof Error ? err.message : String(err)}`);
+          else io.quietly(() => io.ftruncateSync(this.fd, durable, this.cipherPath));
+        }
+      }
+      this.size = this.diskSize = restoreErr === undefined ? start : plaintextSize(durable);
+      if (this.size === 0) this.reference = undefined;
+      throw restoreErr ?? err;
+    }
+    if (partial !== undefined) this.ctx.cache.delete(this.id, partial);
   }
 
   private async flushChanges(): Promise<void> {
@@ -627,7 +757,7 @@ export class CipherFile {
    * new key, into a temporary file beside the old one; fsyncs it and renames it over the old
    * name. The only way to change a 2.0 stream without reusing its nonce (FORMAT.md §5).
    */
-  private async rewriteStream(target: Version): Promise<void> {
+  private async rewriteStream(target: Version, size = this.size): Promise<void> {
     const prefix = crypto.randomBytes(PREFIX_SIZE);
     const key = await this.ctx.keys.key(prefix);
     const dir = path.dirname(this.cipherPath);
@@ -635,24 +765,28 @@ export class CipherFile {
     const old = fs.fstatSync(this.fd);
     const cipherDir = this.ctx.dir;
     const fd = io.createSync(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, old.mode & 0o7777, (f, fl, m) => cipherDir.openFile(f, fl, m));
-    const count = packageCount(this.size);
+    const count = packageCount(size);
     const streamNonce = randomNonce(Version.V20);
     try {
+      // A full disk fails here, before gigabytes are sealed for nothing.
+      reserveSpace(fd, 0, cipherSize(size), tmp);
       writeFully(fd, prefix, 0, tmp);
       let batch: Buffer[] = [];
       let batchAt = PREFIX_SIZE;
       let batchBytes = 0;
       for (let index = 0; index < count; index++) {
-        const plain = this.dirty.get(index) ?? this.loadOne(index);
+        const plain = this.plainForRewrite(index, size);
         const nonce = target === Version.V10 ? randomNonce(Version.V10) : streamNonce;
         batch.push(sealPackage(key, { version: target, cipher: this.cipher, index, nonce, final: index === count - 1 }, plain));
         this.ctx.counters.packagesSealed++;
         batchBytes += batch[batch.length - 1].length;
-        if (batch.length === MAX_IOV_PACKAGES || index === count - 1) {
+        if (batch.length === ZERO_BATCH || index === count - 1) {
           writevFully(fd, batch, batchAt, tmp);
           batchAt += batchBytes;
           batch = [];
           batchBytes = 0;
+          // The temporary file is ours alone and the lock is held: let other files' requests in.
+          if (index < count - 1) await yieldToLoop();
         }
       }
       // The new inode takes the old one's owner, mode and extended attributes, before the fsync
@@ -669,10 +803,11 @@ export class CipherFile {
       fs.fchmodSync(fd, mode);
       loadSysCalls().calls?.fcopyxattrs(this.fd, fd);
       io.fsyncSync(fd, tmp);
+      // The name as it is now: a rename may have come in while this yielded.
       if (this.unlinked) cipherDir.at(tmp, io.unlinkSync);
       else {
         cipherDir.at2(tmp, this.cipherPath, io.renameSync);
-        cipherDir.fsyncDir(dir, io.fsyncSync);
+        cipherDir.fsyncDir(path.dirname(this.cipherPath), io.fsyncSync);
       }
     } catch (err) {
       fs.closeSync(fd);
@@ -689,13 +824,28 @@ export class CipherFile {
     for (const index of [...this.dirty.keys()]) this.dropDirty(index);
     this.ctx.cache.dropFile(this.id, this.cachedIndexes);
     this.cachedIndexes.clear();
-    this.diskSize = this.size;
+    this.size = size;
+    this.diskSize = size;
     this.reference = undefined;
     if (count > 0) {
       this.reference = Buffer.alloc(HEADER_SIZE);
       fs.readSync(fd, this.reference, 0, HEADER_SIZE, PREFIX_SIZE);
     }
     this.ctx.counters.rewrites++;
+  }
+
+  /**
+   * Package `index`'s plaintext in a stream rewritten at `size` (at least this.size): the
+   * current content, padded with zeros, or zeros past the current end (no buffer of its own).
+   */
+  private plainForRewrite(index: number, size: number): Buffer {
+    const length = payloadLength(index, size);
+    if (index * MAX_PAYLOAD >= this.size) return ZEROS.subarray(0, length);
+    const current = this.dirty.get(index) ?? this.loadOne(index);
+    if (current.length === length) return current;
+    const padded = Buffer.alloc(length);
+    current.copy(padded);
+    return padded;
   }
 
   private syncLocked(mode: 'data' | 'full'): void {
@@ -727,6 +877,27 @@ export function fsyncDirectory(dir: string): void {
     io.fsyncSync(fd, dir);
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+/** Lets the event loop run what is waiting (other files' requests) before going on. */
+function yieldToLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Reserves [offset, offset + length) of a file's blocks without changing its size
+ * (FALLOC_FL_KEEP_SIZE), so the writes that follow cannot run out of space: a full disk fails
+ * here (ENOSPC, EDQUOT), before anything is written. Without the addon (Node has no fallocate),
+ * or on a file system that cannot (ENOTSUP, ENOSYS), it does without: a full disk then fails a
+ * write part-way, and the caller's failure path puts the file back as it was.
+ */
+function reserveSpace(fd: number, offset: number, length: number, file: string): void {
+  if (length <= 0) return;
+  try {
+    io.fallocateSync(fd, FALLOC_FL_KEEP_SIZE, offset, length, file);
+  } catch (err) {
+    if (!isErrno(err, 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS')) throw err;
   }
 }
 

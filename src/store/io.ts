@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import { loadSysCalls } from '../sys';
 
 /**
  * Every write-type system call the store makes in the cipher directory (cipher files, their
@@ -9,7 +10,7 @@ import * as fs from 'node:fs';
  * Without a hook each function is the node:fs call behind one null check.
  */
 
-export type FaultKind = 'write' | 'writev' | 'ftruncate' | 'fsync' | 'fdatasync' | 'rename' | 'link' | 'unlink' | 'create' | 'mkdir';
+export type FaultKind = 'write' | 'writev' | 'ftruncate' | 'fsync' | 'fdatasync' | 'rename' | 'link' | 'unlink' | 'create' | 'mkdir' | 'fallocate';
 
 export interface FaultOp {
   kind: FaultKind;
@@ -124,6 +125,18 @@ export function removeSync(file: string): void {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
+}
+
+/**
+ * fallocate(2) through the addon. False when the addon is not there: Node has no fallocate, and
+ * the caller then does without the reservation.
+ */
+export function fallocateSync(fd: number, mode: number, offset: number, length: number, path?: string): boolean {
+  const calls = loadSysCalls().calls;
+  if (calls === undefined) return false;
+  if (hook !== null && decide({ kind: 'fallocate', path, bytes: length }) === 'half') tear({ kind: 'fallocate', path });
+  calls.fallocate(fd, mode, offset, length);
+  return true;
 }
 
 /**

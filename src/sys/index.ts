@@ -32,7 +32,15 @@ export interface SysCalls {
    * `delete process.env[name]`); returns how many values it overwrote.
    */
   scrubenv(name: string): number;
+  /**
+   * fallocate(2) on an open file (mode: 0 or FALLOC_FL_* bits); throws ENOSPC/EDQUOT when the
+   * space is not there, ENOTSUP (EOPNOTSUPP) or ENOSYS where the file system cannot do it.
+   */
+  fallocate(fd: number, mode: number, offset: number, length: number): void;
 }
+
+/** fallocate mode: allocate without changing the file size. */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
 
 /** Where scripts/build-native.js puts the addon: native/ in darefs's own directory. */
 export const ADDON_PATH = path.join(packageRoot(__dirname), 'native', 'build', 'Release', 'darefs_sys.node');
