@@ -273,7 +273,7 @@ test.serial('a crash at any write-type call while a hole is written: recovery le
       const crashed = await workload();
       setFaultHook(null);
       const vol = volume(mk, dir);
-      vol.recover();
+      await vol.recover();
       const file = path.join(dir, 'f.bin');
       const where = `crash at call ${n}${half ? ' (torn)' : ''}`;
       const cipher = fs.statSync(file).size;
