@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { findMount } from '../src/fuse/mountpoint';
 import { childEnv } from './helpers/cli';
-import { CLI, writeNcryptFile } from './helpers/darefs';
+import { CLI, daemonPids, writeNcryptFile } from './helpers/darefs';
 import { VECTOR_PASSWORD } from './helpers/keys-for-tests';
 import { assertNoFuseMountsLeft, killAndLazyUnmount, makeTestDirs, sleep, withMount, type MountDirs } from './helpers/mount';
 
@@ -80,16 +80,6 @@ function run(file: string, args: string[], timeoutMs = 30_000): Promise<Run> {
   });
 }
 
-/** The background daemon `darefs mount` started: not our child, found by its command line. */
-async function daemonPids(mountpoint: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const name of await fs.promises.readdir('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const cmd = await fs.promises.readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes('--daemon-child') && cmd.split('\0').includes(mountpoint)) pids.push(Number(name));
-  }
-  return pids;
-}
 
 /** Temp dirs under the harness's root; teardown kills any daemon, unmounts, removes them. */
 async function dirsFor(t: ExecutionContext): Promise<MountDirs & { pass: string; log: string }> {

@@ -8,7 +8,7 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { CLI, writeNcryptFile } from './helpers/darefs';
+import { CLI, daemonPids, writeNcryptFile } from './helpers/darefs';
 import { VECTOR_PASSWORD } from './helpers/keys-for-tests';
 import { assertNoFuseMountsLeft, cleanupLeftovers, killAndLazyUnmount, makeTestDirs, sleep, withMount } from './helpers/mount';
 import { findMount } from '../src/fuse/mountpoint';
@@ -25,15 +25,6 @@ function darefs(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number;
   });
 }
 
-async function daemonPids(mountpoint: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const name of await fsp.readdir('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const cmd = await fsp.readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes('--daemon-child') && cmd.split('\0').includes(mountpoint)) pids.push(Number(name));
-  }
-  return pids;
-}
 
 test.serial('with --extpass and DAREFS_PASSWORD set: neither the --extpass command nor the background daemon sees it', async (t) => {
   t.timeout(60_000);

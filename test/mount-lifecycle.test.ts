@@ -2,7 +2,7 @@ import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { CLI, darefsMount, writeNcryptFile, writePassfile } from './helpers/darefs';
+import { CLI, daemonPids, darefsMount, writeNcryptFile, writePassfile } from './helpers/darefs';
 import { assertNoFuseMountsLeft, killAndLazyUnmount, makeTestDirs, MountDirs, sleep, withMount } from './helpers/mount';
 import { findMount } from '../src/fuse/mountpoint';
 
@@ -32,16 +32,6 @@ async function tempDirs(t: { teardown(fn: () => Promise<void>): void }): Promise
   return dirs;
 }
 
-/** The daemon's pid: the process with the mount point in its command line. */
-async function daemonPids(mountpoint: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const name of await fsp.readdir('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const cmd = await fsp.readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes('--daemon-child') && cmd.split('\0').includes(mountpoint)) pids.push(Number(name));
-  }
-  return pids;
-}
 
 test.after.always(async () => {
   await assertNoFuseMountsLeft();

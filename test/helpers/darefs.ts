@@ -44,3 +44,14 @@ export function prng(seed: number): () => number {
   const next = mulberry32(seed);
   return () => next() / 4294967296;
 }
+
+/** The background daemons `darefs mount` started for a mount point (not our children): found by command line. */
+export async function daemonPids(mountpoint: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const name of await fsp.readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const cmd = await fsp.readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes('--daemon-child') && cmd.split('\0').includes(mountpoint)) pids.push(Number(name));
+  }
+  return pids;
+}
