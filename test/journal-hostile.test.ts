@@ -13,6 +13,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { crc32 } from 'node:zlib';
 import { Cipher, MAX_PACKAGE, MAX_PAYLOAD, PREFIX_SIZE, Version, packageOffset, randomNonce, sealPackage } from '../src/dare';
 import { changePassphrase, initVolume, journalEntryKey, journalKey } from '../src/keys';
 import { ReplayResult, Volume, openVolume } from '../src/store';
@@ -81,15 +82,23 @@ function newJournal(records: RawRecord[], opts: { batchKey?: Buffer; master?: bo
       return Buffer.concat([rec, tag]);
     }),
   );
-  const header = Buffer.alloc(88);
-  header.write('DAREFSJ2', 0);
-  header.writeUInt32LE(master ? 1 : 2, 8);
-  header.writeUInt32LE(body.length, 12);
-  header.writeUInt32LE(records.length, 16);
-  createHash('sha256').update(header.subarray(0, 24)).update(body).digest().copy(header, 24);
-  if (master) (opts.batchKey ? createHmac('sha256', opts.batchKey).update(header.subarray(0, 24)).update(body).digest() : randomBytes(32)).copy(header, 56);
+  const header = journalHeader(master ? 1 : 2, body, records.length);
+  if (master) (opts.batchKey ? createHmac('sha256', opts.batchKey).update(header.subarray(0, 20)).update(body).digest() : randomBytes(32)).copy(header, 24);
   return Buffer.concat([header, body]);
 }
+
+/** A DAREFSJ2 header (56 bytes) for `body`, its CRC-32 right, its MAC left zero. */
+function journalHeader(mode: number, body: Buffer, count: number): Buffer {
+  const header = Buffer.alloc(J2_HEADER);
+  header.write('DAREFSJ2', 0);
+  header.writeUInt32LE(mode, 8);
+  header.writeUInt32LE(body.length, 12);
+  header.writeUInt32LE(count, 16);
+  header.writeUInt32LE(crc32(body, crc32(header.subarray(0, 20))), 20);
+  return header;
+}
+
+const J2_HEADER = 56;
 
 interface Scene {
   base: string;
@@ -425,13 +434,8 @@ test.serial('ncrypt mount: a genuine record replays, planted ones are skipped wi
         const planted = newJournal([evil('../outside/passwd', PASSWD_PREFIX), { path: 'n.bin', prefix, size: 32, writes: [] }], {});
         // One batch: the genuine record, then the planted ones (their bytes as the attacker appends them).
         const count = 3;
-        const body = Buffer.concat([genuine.subarray(88), planted.subarray(88)]);
-        const header = Buffer.alloc(88);
-        header.write('DAREFSJ2', 0);
-        header.writeUInt32LE(2, 8);
-        header.writeUInt32LE(body.length, 12);
-        header.writeUInt32LE(count, 16);
-        createHash('sha256').update(header.subarray(0, 24)).update(body).digest().copy(header, 24);
+        const body = Buffer.concat([genuine.subarray(J2_HEADER), planted.subarray(J2_HEADER)]);
+        const header = journalHeader(2, body, count);
         fs.mkdirSync(path.join(dirs.cipherDir, '.darefs'), { mode: 0o700 });
         fs.writeFileSync(path.join(dirs.cipherDir, '.darefs', 'journal'), Buffer.concat([header, body]));
       },
