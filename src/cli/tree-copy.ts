@@ -334,7 +334,7 @@ function confinedWriter(dir: CipherDir): DestinationWriter {
 function describe(rel: string, root: string, err: unknown): string {
   const full = path.join(root, rel);
   const msg = messageFor(err);
-  return msg.includes(full) || msg.includes(rel) ? msg : `${full}: ${msg}`;
+  return msg.includes(full) ? msg : `${full}: ${msg}`;
 }
 
 export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
