@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { HEADER_SIZE, MAX_PACKAGE, PREFIX_SIZE, TAG_SIZE, packageCount, payloadLength, plaintextSizeOrUndefined, verifyHeader } from '../dare';
+import { CipherDir } from './cipher-dir';
 
 export interface ProbeSample {
   file: string;
@@ -30,36 +30,47 @@ export interface ProbeOptions {
  * Finds cipher files to try a password on, breadth-first, skipping `skip` names at the root. The
  * cipher directory is hostile (FORMAT.md §6): a file counts only when its size is a valid stream
  * and package 0's header is well formed and consistent with that size, so that junk (a short
- * file, a bad header) cannot stand in for a check. The caller decides what no sample means.
+ * file, a bad header) cannot stand in for a check. The caller decides what no sample means. The
+ * walk goes through a CipherDir: no symlink is followed, not even a directory swapped for one
+ * while it runs, and no FIFO planted in a file's place is opened.
  */
 export function findSamplePackages(root: string, skip: ReadonlySet<string>, opts: ProbeOptions = {}): ProbeResult {
+  const dir = CipherDir.open(root);
+  try {
+    return probe(dir, skip, opts);
+  } finally {
+    dir.close();
+  }
+}
+
+function probe(dir: CipherDir, skip: ReadonlySet<string>, opts: ProbeOptions): ProbeResult {
   const maxSamples = opts.maxSamples ?? 1;
   const limit = opts.limit ?? 10_000;
   const result: ProbeResult = { samples: [], others: 0, limited: false };
-  const queue: string[] = [root];
+  const queue: string[] = [''];
   let seen = 0;
   while (queue.length > 0) {
-    const dir = queue.shift()!;
+    const rel = queue.shift()!;
     let entries: fs.Dirent[];
     try {
-      entries = fs.readdirSync(dir, { withFileTypes: true });
+      entries = dir.readdirTypes(rel);
     } catch {
       continue;
     }
     for (const e of entries) {
-      if (dir === root && skip.has(e.name)) continue;
+      if (rel === '' && skip.has(e.name)) continue;
       if (++seen > limit) {
         result.limited = true;
         return result;
       }
-      const full = path.join(dir, e.name);
+      const child = rel === '' ? e.name : `${rel}/${e.name}`;
       if (e.isDirectory()) {
-        queue.push(full);
+        queue.push(child);
         continue;
       }
       result.others++;
       if (!e.isFile()) continue;
-      const sample = readPackage0(full);
+      const sample = readPackage0(dir, child);
       if (sample === undefined) continue;
       result.samples.push(sample);
       if (result.samples.length >= maxSamples) return result;
@@ -68,13 +79,13 @@ export function findSamplePackages(root: string, skip: ReadonlySet<string>, opts
   return result;
 }
 
-function readPackage0(file: string): ProbeSample | undefined {
+function readPackage0(dir: CipherDir, rel: string): ProbeSample | undefined {
+  const file = dir.absolute(rel);
   let fd: number | undefined;
   try {
-    // Never follow a planted symlink, never block on a planted FIFO (FORMAT.md §6).
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    // Never follow a planted symlink, never open a planted FIFO (FORMAT.md §6).
+    fd = dir.openFile(rel, fs.constants.O_RDONLY);
     const st = fs.fstatSync(fd);
-    if (!st.isFile()) return undefined;
     const plainSize = plaintextSizeOrUndefined(st.size);
     if (plainSize === undefined || plainSize === 0) return undefined;
     const length = HEADER_SIZE + payloadLength(0, plainSize) + TAG_SIZE;
