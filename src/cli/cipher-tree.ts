@@ -122,13 +122,7 @@ function keySource(u: UnlockedTree): KeySource {
  */
 async function openHandle(file: string, confined?: { dir: CipherDir; rel: string }): Promise<fs.promises.FileHandle> {
   if (!confined) return fs.promises.open(file, 'r');
-  const fd = confined.dir.openFile(confined.rel, fs.constants.O_RDONLY);
-  try {
-    // The descriptor's own inode, whatever is at the name by now.
-    return await fs.promises.open(`/proc/self/fd/${fd}`, 'r');
-  } finally {
-    fs.closeSync(fd);
-  }
+  return confined.dir.openHandle(confined.rel, fs.constants.O_RDONLY);
 }
 
 /** Opens a cipher file: its 32-byte prefix, and the stream after it. */

@@ -234,36 +234,10 @@ function pathWriter(root: string, createRoot: boolean): DestinationWriter {
 /**
  * The destination as a cipher directory: every path resolved beneath `dir` with no symlink
  * (CipherDir), calls by path only through `at` (never following the last component) or on the
- * inode already opened. Errors name the cipher path, never a /proc/self/fd one.
+ * inode already opened. Errors name the cipher path (CipherDir sees to that).
  */
 function confinedWriter(dir: CipherDir): DestinationWriter {
   const abs = (rel: string): string => dir.absolute(rel);
-  /**
-   * Runs `fn`, naming the cipher path in what it throws: the calls see /proc/self/fd/N/name
-   * (`rel`, or `destRel` for a rename's target) or a path relative to the cipher directory.
-   */
-  const named = async <T>(rel: string, fn: () => T, destRel?: string): Promise<T> => {
-    try {
-      return fn();
-    } catch (err) {
-      const full = (p: string, r: string): string | undefined =>
-        p.startsWith('/proc/self/fd/') ? abs(r) : path.isAbsolute(p) ? undefined : abs(p);
-      if (isErrno(err)) {
-        const e = err as NodeJS.ErrnoException & { dest?: string };
-        for (const [key, r] of [['path', rel], ['dest', destRel ?? rel]] as const) {
-          const p = e[key];
-          const f = p === undefined ? undefined : full(p, r);
-          if (p === undefined || f === undefined) continue;
-          e.message = e.message.split(p).join(f);
-          e[key] = f;
-        }
-      } else if (err instanceof UnsafePathError && err.message.startsWith(`${err.path} `)) {
-        const f = full(err.path, rel);
-        if (f !== undefined) throw Object.assign(err, { message: f + err.message.slice(err.path.length), path: f });
-      }
-      throw err;
-    }
-  };
   /** The inode at `rel` (never a symlink followed), checked to be of `kind`, as a path for calls that follow. */
   const inodeOf = <T>(rel: string, kind: 'file' | 'dir', fn: (inode: string) => T): T =>
     dir.inode(abs(rel), (inode, st) => {
@@ -275,57 +249,46 @@ function confinedWriter(dir: CipherDir): DestinationWriter {
   return {
     async lstat(rel) {
       try {
-        return await named(rel, () => dir.lstat(abs(rel), { bigint: true }));
+        return dir.lstat(abs(rel), { bigint: true });
       } catch (err) {
         if (isErrno(err) && err.code === 'ENOENT') return undefined;
         throw err;
       }
     },
-    mkdir: (rel) => named(rel, () => dir.at(abs(rel), (e) => fs.mkdirSync(e, 0o700))),
-    chmod: (rel, mode) => named(rel, () => dir.chmod(abs(rel), mode)),
-    readdir: (rel) => named(rel, () => dir.readdir(abs(rel))),
-    unlink: (rel) =>
-      named(rel, () =>
-        dir.at(abs(rel), (e) => {
-          try {
-            fs.unlinkSync(e);
-          } catch (err) {
-            if (!(isErrno(err) && err.code === 'ENOENT')) throw err;
-          }
-        }),
-      ),
-    async create(rel) {
-      const fd = await named(rel, () => dir.openFile(abs(rel), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600));
-      try {
-        // The descriptor's own inode (the file just made), for a FileHandle.
-        return await fs.promises.open(`/proc/self/fd/${fd}`, fs.constants.O_WRONLY);
-      } finally {
-        fs.closeSync(fd);
-      }
-    },
-    symlink: (target, rel) => named(rel, () => dir.at(abs(rel), (e) => fs.symlinkSync(target, e))),
-    readlink: (rel) => named(rel, () => dir.at(abs(rel), (e) => fs.readlinkSync(e, { encoding: 'buffer' }))),
-    rename: (from, to) => named(from, () => dir.at2(abs(from), abs(to), (a, b) => fs.renameSync(a, b)), to),
-    applyMetadata: (rel, st, kind) =>
-      named(rel, () => {
-        const atime = seconds(st.atimeNs);
-        const mtime = seconds(st.mtimeNs);
-        if (kind === 'symlink') {
-          // lchown and lutimes never follow the last component: the link itself, wherever it is.
-          dir.at(abs(rel), (e) => {
-            if (isRoot()) fs.lchownSync(e, Number(st.uid), Number(st.gid));
-            fs.lutimesSync(e, atime, mtime);
-          });
-          return;
+    mkdir: async (rel) => dir.at(abs(rel), (e) => fs.mkdirSync(e, 0o700)),
+    chmod: async (rel, mode) => dir.chmod(abs(rel), mode),
+    readdir: async (rel) => dir.readdir(abs(rel)),
+    unlink: async (rel) =>
+      dir.at(abs(rel), (e) => {
+        try {
+          fs.unlinkSync(e);
+        } catch (err) {
+          if (!(isErrno(err) && err.code === 'ENOENT')) throw err;
         }
-        // On the inode opened without following: chown, chmod and utimes follow, but there is
-        // nothing left to follow, and a symlink found there instead is refused.
-        inodeOf(rel, kind === 'dir' ? 'dir' : 'file', (inode) => {
-          if (isRoot()) fs.chownSync(inode, Number(st.uid), Number(st.gid));
-          fs.chmodSync(inode, Number(st.mode & 0o7777n));
-          fs.utimesSync(inode, atime, mtime);
-        });
       }),
+    create: (rel) => dir.openHandle(abs(rel), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600),
+    symlink: async (target, rel) => dir.at(abs(rel), (e) => fs.symlinkSync(target, e)),
+    readlink: async (rel) => dir.at(abs(rel), (e) => fs.readlinkSync(e, { encoding: 'buffer' })),
+    rename: async (from, to) => dir.at2(abs(from), abs(to), (a, b) => fs.renameSync(a, b)),
+    applyMetadata: async (rel, st, kind) => {
+      const atime = seconds(st.atimeNs);
+      const mtime = seconds(st.mtimeNs);
+      if (kind === 'symlink') {
+        // lchown and lutimes never follow the last component: the link itself, wherever it is.
+        dir.at(abs(rel), (e) => {
+          if (isRoot()) fs.lchownSync(e, Number(st.uid), Number(st.gid));
+          fs.lutimesSync(e, atime, mtime);
+        });
+        return;
+      }
+      // On the inode opened without following: chown, chmod and utimes follow, but there is
+      // nothing left to follow, and a symlink found there instead is refused.
+      inodeOf(rel, kind === 'dir' ? 'dir' : 'file', (inode) => {
+        if (isRoot()) fs.chownSync(inode, Number(st.uid), Number(st.gid));
+        fs.chmodSync(inode, Number(st.mode & 0o7777n));
+        fs.utimesSync(inode, atime, mtime);
+      });
+    },
     fsyncDir: (rel) => dir.fsyncDir(abs(rel), (fd) => fs.fsyncSync(fd)),
   };
 }

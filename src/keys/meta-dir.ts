@@ -7,13 +7,11 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { O_CLOEXEC, O_PATH } from '../sys';
 import { ConfigError } from './errors';
 
 /** The name of the metadata directory (config.ts's CONFIG_DIR; that module imports this one). */
 const META_DIR = '.darefs';
-/** Linux's O_PATH; Node's fs.constants lacks it. */
-const O_PATH = 0o10000000;
-const O_CLOEXEC = 0o2000000;
 const { O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_WRONLY, O_CREAT, O_EXCL } = fs.constants;
 
 /** `.darefs` (or a file in it) is not what darefs may safely use; the message says what to do. */

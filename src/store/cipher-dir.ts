@@ -1,12 +1,9 @@
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import { loadSysCalls, type SysCalls } from '../sys';
+import { loadSysCalls, O_CLOEXEC, O_PATH, type SysCalls } from '../sys';
 import { NotRegularFileError, UnsafePathError } from './errors';
 
-/** Linux's O_PATH (the same value on x86-64 and arm64); Node's fs.constants lacks it. */
-export const O_PATH = 0o10000000;
 const { O_NOFOLLOW, O_DIRECTORY, O_NONBLOCK, O_RDONLY, O_CREAT, O_EXCL } = fs.constants;
-const O_CLOEXEC = 0o2000000;
 
 // openat2(2) resolve flags (linux/openat2.h).
 const RESOLVE_NO_MAGICLINKS = 0x02;
@@ -27,6 +24,8 @@ const CONFINED = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
  * an entry other than the one named.
  *
  * Paths given to it are absolute paths beneath `root` (what the store keeps) or relative ones.
+ * What it throws, and what the callbacks it runs throw, name the cipher path (absolute), never
+ * the /proc/self/fd path or the relative one the kernel saw: messages reach logs and the CLI.
  */
 export class CipherDir {
   /** O_PATH descriptor of the root. */
@@ -87,14 +86,14 @@ export class CipherDir {
         return this.sys.openat2(this.fd, rel, flags, mode, CONFINED);
       } catch (err) {
         if (errnoCode(err) === 'ENOSYS') this.openat2Missing = true;
-        else throw this.explain(err, rel, p);
+        else throw this.explain(err, rel);
       }
     }
-    return this.walk(rel, p, flags, mode);
+    return this.walk(rel, flags, mode);
   }
 
   /** The O_NOFOLLOW walk for kernels (or builds) without openat2. */
-  private walk(rel: string, p: string, flags: number, mode: number): number {
+  private walk(rel: string, flags: number, mode: number): number {
     const parts = rel.split('/');
     let dir = this.fd;
     try {
@@ -105,7 +104,7 @@ export class CipherDir {
       }
       return fs.openSync(`/proc/self/fd/${dir}/${parts[parts.length - 1]}`, flags, mode);
     } catch (err) {
-      throw this.explain(err, rel, p);
+      throw this.explain(err, rel);
     } finally {
       if (dir !== this.fd) fs.closeSync(dir);
     }
@@ -117,12 +116,14 @@ export class CipherDir {
    * every component of the walk, answer ENOTDIR for a symlink, not ELOOP): refused either way,
    * but the user should see an I/O error and the log say why, not "not a directory".
    */
-  private explain(err: unknown, rel: string, p: string): unknown {
+  private explain(err: unknown, rel: string): unknown {
     const code = errnoCode(err);
     if (code === 'ELOOP' || code === 'EXDEV' || (code === 'ENOTDIR' && this.symlinkOnTheWay(rel))) {
-      return new UnsafePathError(p, 'goes through a symlink or out of the cipher directory');
+      return new UnsafePathError(this.absolute(rel), 'goes through a symlink or out of the cipher directory');
     }
-    return err;
+    // openat2 names `rel`, the walk a /proc/self/fd path of one component.
+    const seen = (err as NodeJS.ErrnoException).path;
+    return seen === undefined || !(seen === rel || seen.startsWith('/proc/self/fd/')) ? err : namedAs(err, seen, this.absolute(rel));
   }
 
   /** Whether a component of `rel` is a symlink, looked at one component at a time (never followed). */
@@ -168,21 +169,22 @@ export class CipherDir {
       }
       return fd;
     }
-    const pathFd = this.open(p, O_PATH);
-    try {
-      const st = fs.fstatSync(pathFd);
+    return this.inode(p, (inode, st) => {
       // O_PATH | O_NOFOLLOW took a symlink as itself: refused as any symlink is.
-      if (st.isSymbolicLink()) throw new UnsafePathError(p, 'is a symlink');
-      if (!st.isFile()) throw new NotRegularFileError(p, st);
-      try {
-        return fs.openSync(`/proc/self/fd/${pathFd}`, (flags & ~O_NOFOLLOW) | O_NONBLOCK | O_CLOEXEC);
-      } catch (err) {
-        // Name the cipher file, not our descriptor, in what the user sees.
-        if (err instanceof Error) err.message = err.message.replace(`/proc/self/fd/${pathFd}`, p);
-        throw Object.assign(err as object, { path: p });
-      }
+      if (st.isSymbolicLink()) throw new UnsafePathError(this.absolute(this.relative(p)), 'is a symlink');
+      if (!st.isFile()) throw new NotRegularFileError(this.absolute(this.relative(p)), st);
+      return fs.openSync(inode, (flags & ~O_NOFOLLOW) | O_NONBLOCK | O_CLOEXEC);
+    });
+  }
+
+  /** openFile, as a FileHandle (for streams and the promise API). */
+  async openHandle(p: string, flags: number, mode = 0o666): Promise<fs.promises.FileHandle> {
+    const fd = this.openFile(p, flags, mode);
+    try {
+      // The descriptor's own inode, whatever is at the name by now; O_CREAT and O_EXCL did their part.
+      return await fs.promises.open(`/proc/self/fd/${fd}`, flags & ~(O_CREAT | O_EXCL | fs.constants.O_TRUNC));
     } finally {
-      fs.closeSync(pathFd);
+      fs.closeSync(fd);
     }
   }
 
@@ -195,12 +197,14 @@ export class CipherDir {
     const rel = this.relative(p);
     if (rel === '') throw new UnsafePathError(p, 'is the cipher directory itself');
     const slash = rel.lastIndexOf('/');
-    if (slash < 0) return fn(`/proc/self/fd/${this.fd}/${rel}`);
-    const parent = this.open(this.absolute(rel.slice(0, slash)), O_PATH | O_DIRECTORY);
+    const parent = slash < 0 ? this.fd : this.open(rel.slice(0, slash), O_PATH | O_DIRECTORY);
+    const entry = `/proc/self/fd/${parent}/${rel.slice(slash + 1)}`;
     try {
-      return fn(`/proc/self/fd/${parent}/${rel.slice(slash + 1)}`);
+      return fn(entry);
+    } catch (err) {
+      throw namedAs(err, entry, this.absolute(rel));
     } finally {
-      fs.closeSync(parent);
+      if (parent !== this.fd) fs.closeSync(parent);
     }
   }
 
@@ -216,8 +220,11 @@ export class CipherDir {
    */
   inode<T>(p: string, fn: (inode: string, st: fs.Stats) => T): T {
     const fd = this.open(p, O_PATH);
+    const inode = `/proc/self/fd/${fd}`;
     try {
-      return fn(`/proc/self/fd/${fd}`, fs.fstatSync(fd));
+      return fn(inode, fs.fstatSync(fd));
+    } catch (err) {
+      throw namedAs(err, inode, this.absolute(this.relative(p)));
     } finally {
       fs.closeSync(fd);
     }
@@ -272,6 +279,22 @@ export class CipherDir {
       fs.closeSync(fd);
     }
   }
+}
+
+/**
+ * An fs error that names `from` (its `path` or, for rename and link, `dest`) names `to` instead,
+ * in those fields and in its message. Anything else passes as it is.
+ */
+function namedAs(err: unknown, from: string, to: string): unknown {
+  if (typeof err !== 'object' || err === null) return err;
+  const e = err as NodeJS.ErrnoException & { dest?: string };
+  for (const key of ['path', 'dest'] as const) {
+    if (e[key] !== from) continue;
+    e[key] = to;
+    // Node quotes the paths in its messages: replacing the quoted form cannot hit a longer name.
+    if (typeof e.message === 'string') e.message = e.message.split(`'${from}'`).join(`'${to}'`);
+  }
+  return err;
 }
 
 function errnoCode(err: unknown): string | undefined {

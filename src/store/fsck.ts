@@ -129,7 +129,7 @@ export async function checkTree(opts: FsckOptions): Promise<FsckResult> {
         const e = entries[i];
         if (e.temp) files[i] = handleTemp(dir, opts, e);
         else if (e.symlink) files[i] = await checkLink(dir, e.rel, opts.key);
-        else files[i] = await checkFile(() => openConfined(dir, e.rel), e.rel, opts.key, opts.onBytes);
+        else files[i] = await checkFile(() => dir.openHandle(e.rel, fs.constants.O_RDONLY), e.rel, opts.key, opts.onBytes);
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.jobs ?? 4, entries.length)) }, worker));
@@ -139,16 +139,6 @@ export async function checkTree(opts: FsckOptions): Promise<FsckResult> {
   }
 }
 
-/** A cipher file opened confined (no symlink, a regular file only), as a FileHandle. */
-async function openConfined(dir: CipherDir, rel: string): Promise<fsp.FileHandle> {
-  const fd = dir.openFile(rel, fs.constants.O_RDONLY);
-  try {
-    // The descriptor's own inode, whatever is at the name by now.
-    return await fsp.open(`/proc/self/fd/${fd}`, 'r');
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 /** Checks a symlink's target: sealed and authenticating (FORMAT.md §7). Never throws for what it finds. */
 export async function checkLink(dir: CipherDir, rel: string, keyOf: (prefix: Buffer) => Promise<Buffer>): Promise<FsckFile> {

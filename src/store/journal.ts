@@ -15,7 +15,8 @@ import {
   plaintextSizeOrUndefined,
 } from '../dare';
 import { CONFIG_DIR, checkMetaDirStat, journalEntryKey, openMetaFile, type MetaDir } from '../keys';
-import { O_PATH, type CipherDir } from './cipher-dir';
+import { O_PATH } from '../sys';
+import type { CipherDir } from './cipher-dir';
 import type { KeySource } from './cipher-file';
 import { NotRegularFileError, UnsafePathError } from './errors';
 import * as io from './io';

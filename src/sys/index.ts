@@ -42,6 +42,10 @@ export interface SysCalls {
 /** fallocate mode: allocate without changing the file size. */
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 
+/** Linux open(2) flags Node's fs.constants lacks (the same values on x86-64 and arm64). */
+export const O_PATH = 0o10000000;
+export const O_CLOEXEC = 0o2000000;
+
 /** Where scripts/build-native.js puts the addon: native/ in darefs's own directory. */
 export const ADDON_PATH = path.join(packageRoot(__dirname), 'native', 'build', 'Release', 'darefs_sys.node');
 

@@ -10,8 +10,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CipherDir, NotRegularFileError, O_PATH, UnsafePathError } from '../../src/store';
-import { loadSysCalls } from '../../src/sys';
+import { CipherDir, NotRegularFileError, UnsafePathError } from '../../src/store';
+import { loadSysCalls, O_PATH } from '../../src/sys';
 
 const { O_RDONLY, O_WRONLY, O_RDWR, O_DIRECTORY } = fs.constants;
 
