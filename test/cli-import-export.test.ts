@@ -6,7 +6,7 @@
  * subdirectory swapped for a symlink to an outside directory mid-import never written through.
  */
 import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -126,6 +126,19 @@ function summaryCounts(stderr: string): { copied: number; skipped: number; faile
   return { copied: Number(m[1]), skipped: Number(m[2]), failed: Number(m[3]) };
 }
 
+
+/** A `darefs import -j 1` of `v` in the background: its stderr so far, and its exit code once it ends. */
+function startImport(v: { pass: string; plain: string; cipher: string }): { child: ChildProcess; stderr: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [MAIN, 'import', '--passfile', v.pass, '-j', '1', v.plain, v.cipher], {
+    env: childEnv(),
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, stderr: () => stderr, exited };
+}
+
 test('import a tree into a fresh volume, every file decrypts; export gives the identical tree back', async (t) => {
   t.timeout(60_000);
   const v = await freshVolume(t);
@@ -220,13 +233,7 @@ test('an import killed with SIGKILL part-way resumes: finished files skipped, te
   for (let i = 0; i < 96; i++) fs.writeSync(fd, chunk);
   fs.closeSync(fd);
 
-  const child = spawn(process.execPath, [MAIN, 'import', '--passfile', v.pass, '-j', '1', v.plain, v.cipher], {
-    env: childEnv(),
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const { child, stderr: errText, exited } = startImport(v);
   // Kill once the big file is being written under its temporary name.
   const deadline = Date.now() + 30_000;
   let killedMidway = false;
@@ -242,7 +249,7 @@ test('an import killed with SIGKILL part-way resumes: finished files skipped, te
     await new Promise((r) => setTimeout(r, 5));
   }
   await exited;
-  t.true(killedMidway, `import finished before it could be killed: ${stderr}`);
+  t.true(killedMidway, `import finished before it could be killed: ${errText()}`);
 
   // Half a set: the small files are there, the big one only as a temp file, never under its name.
   t.false(fs.existsSync(path.join(v.cipher, 'zz-big')), 'no half-written file under a real name');
@@ -408,13 +415,7 @@ test('import: a cipher subdirectory swapped for a symlink to an outside director
   };
   const before = { outside: meta(outside), victim: meta(victim) };
 
-  const child = spawn(process.execPath, [MAIN, 'import', '--passfile', v.pass, '-j', '1', v.plain, v.cipher], {
-    env: childEnv(),
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const { child, stderr: errText, exited } = startImport(v);
   // Swap once the import has written its first file into sub/: its checks of sub/ are done.
   const cipherSub = path.join(v.cipher, 'sub');
   const deadline = Date.now() + 60_000;
@@ -429,20 +430,20 @@ test('import: a cipher subdirectory swapped for a symlink to an outside director
     await new Promise((r) => setImmediate(r));
   }
   const code = await exited;
-  t.true(swappedMidway, `the import finished before sub/ could be swapped: ${stderr}`);
+  t.true(swappedMidway, `the import finished before sub/ could be swapped: ${errText()}`);
   const moved = fs.readdirSync(path.join(v.cipher, 'sub-moved')).filter((n) => !n.startsWith(TEMP_PREFIX));
   t.true(moved.length >= 1 && moved.length < names.length, `the swap came before most files were written (${moved.length} were)`);
-  t.log(`${moved.length} of ${names.length + 1} files written before the swap; stderr starts: ${stderr.split('\n').slice(0, 2).join(' | ')}`);
+  t.log(`${moved.length} of ${names.length + 1} files written before the swap; stderr starts: ${errText().split('\n').slice(0, 2).join(' | ')}`);
 
   t.deepEqual(fs.readdirSync(outside), ['victim'], 'nothing written into the outside directory');
   t.is(fs.readFileSync(victim, 'utf8'), 'precious', 'the outside file is not replaced');
   t.deepEqual({ outside: meta(outside), victim: meta(victim) }, before, 'no mode, owner or time changed outside');
-  t.not(code, 0, stderr);
-  t.regex(stderr, /refused \(the cipher directory is not trusted\)/);
+  t.not(code, 0, errText());
+  t.regex(errText(), /refused \(the cipher directory is not trusted\)/);
   // Step 4 (directory modes and times) found the symlink where it made sub/, and did not chmod through it.
-  t.regex(stderr, new RegExp(`${cipherSub.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is no longer a directory`));
-  t.regex(stderr, new RegExp(`${path.join(v.plain, 'sub', 'victim').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `), 'the files not imported are named');
-  const counts = summaryCounts(stderr);
+  t.regex(errText(), new RegExp(`${cipherSub.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is no longer a directory`));
+  t.regex(errText(), new RegExp(`${path.join(v.plain, 'sub', 'victim').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `), 'the files not imported are named');
+  const counts = summaryCounts(errText());
   t.is(counts.copied + counts.failed, names.length + 1);
-  t.true(counts.failed >= names.length + 1 - moved.length, stderr);
+  t.true(counts.failed >= names.length + 1 - moved.length, errText());
 });

@@ -200,6 +200,20 @@ const FILE_ACTIONS: Record<string, string> = {
 /** Of those, what fails within the timeout (the others act on the symlink itself, in the volume). */
 const FILE_ACTIONS_REFUSED = ['cat', 'write', 'overwrite', 'truncate', 'chmod'];
 
+/** Runs every case: those within the timeout one at a time, each right after its own stat; the late ones all at once. */
+async function runCases<C extends { name: string; late: boolean }>(cases: C[], attempt: (c: C) => Promise<Attempt>): Promise<Map<string, Attempt>> {
+  const results = new Map<string, Attempt>();
+  for (const c of cases.filter((c) => !c.late)) results.set(c.name, await attempt(c));
+  const late = cases.filter((c) => c.late);
+  (await Promise.all(late.map(attempt))).forEach((r, i) => results.set(late[i].name, r));
+  return results;
+}
+
+/** One attempt as a problem report names it. */
+function describeAttempt(name: string, r: Attempt): string {
+  return `${name} (exit ${String(r.code)}${r.signal ? ` ${r.signal}` : ''}, ${r.swapMs} ms after the swap, stdout ${JSON.stringify(r.stdout)}, stderr ${JSON.stringify(r.stderr)})`;
+}
+
 test.serial('nobody cannot reach a root-only file outside the volume through its own file swapped for a symlink', async (t) => {
   t.timeout(150_000);
   await requirePrograms('setpriv', 'sh', 'stat', 'cat', 'truncate', 'chmod', 'chown', 'setfattr', 'touch', 'ln', 'mv', 'rm');
@@ -232,17 +246,13 @@ test.serial('nobody cannot reach a root-only file outside the volume through its
           delayMs: c.late ? PAST_TIMEOUTS_MS : 0,
         });
       };
-      // Within the timeout: one at a time, each right after its own stat. Past it: all at once.
-      const results = new Map<string, Attempt>();
-      for (const c of cases.filter((c) => !c.late)) results.set(c.name, await attempt(c));
-      const late = cases.filter((c) => c.late);
-      (await Promise.all(late.map(attempt))).forEach((r, i) => results.set(late[i].name, r));
+      const results = await runCases(cases, attempt);
 
       // Every case is judged, then all that went wrong is reported at once.
       const problems: string[] = [];
       for (const c of cases) {
         const r = results.get(c.name)!;
-        const what = `${c.name} (exit ${String(r.code)}${r.signal ? ` ${r.signal}` : ''}, ${r.swapMs} ms after the swap, stdout ${JSON.stringify(r.stdout)}, stderr ${JSON.stringify(r.stderr)})`;
+        const what = describeAttempt(c.name, r);
         if (!r.ready || r.signal !== null) problems.push(`${what}: did not finish`);
         if (r.stdout.includes('ROOT-ONLY') || r.stdout.includes('PLAIN SECRET')) problems.push(`${what}: shows root's secret`);
         if (c.action === 'cat' && r.code === 0) problems.push(`${what}: cat succeeded`);
@@ -330,15 +340,12 @@ test.serial('nobody cannot list or change a root-only directory outside the volu
           delayMs: c.late ? PAST_TIMEOUTS_MS : 0,
         });
       };
-      const results = new Map<string, Attempt>();
-      for (const c of cases.filter((c) => !c.late)) results.set(c.name, await attempt(c));
-      const late = cases.filter((c) => c.late);
-      (await Promise.all(late.map(attempt))).forEach((r, i) => results.set(late[i].name, r));
+      const results = await runCases(cases, attempt);
 
       const problems: string[] = [];
       for (const c of cases) {
         const r = results.get(c.name)!;
-        const what = `${c.name} (exit ${String(r.code)}${r.signal ? ` ${r.signal}` : ''}, ${r.swapMs} ms after the swap, stdout ${JSON.stringify(r.stdout)}, stderr ${JSON.stringify(r.stderr)})`;
+        const what = describeAttempt(c.name, r);
         if (!r.ready || r.signal !== null) problems.push(`${what}: did not finish`);
         if (r.code === 0) problems.push(`${what}: succeeded`);
         if (/ROOT-ONLY|PLAIN SECRET|root-only-name/.test(r.stdout)) problems.push(`${what}: shows what is in root's directory`);

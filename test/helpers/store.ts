@@ -313,3 +313,27 @@ export function realPathOf(p: string): string {
   const dir = fs.readlinkSync(`/proc/self/fd/${m[1]}`);
   return m[2] === undefined ? dir : path.join(dir, m[2]);
 }
+
+/**
+ * Streams a cipher file through the reference decryptor (src/dare decryptStream) and checks its
+ * plaintext is `size` bytes: zeros, except `tail` at its end and `head` at its start.
+ */
+export async function expectZerosBetween(t: ExecutionContext, file: string, keyOf: (prefix: Buffer) => Buffer, size: number, head: Buffer, tail: Buffer): Promise<void> {
+  t.is(fs.statSync(file).size, cipherSize(size), 'cipher size of the plaintext');
+  const prefix = Buffer.alloc(PREFIX_SIZE);
+  const fd = fs.openSync(file, 'r');
+  fs.readSync(fd, prefix, 0, PREFIX_SIZE, 0);
+  fs.closeSync(fd);
+  let at = 0;
+  let bad = -1;
+  for await (const chunk of decryptStream(fs.createReadStream(file, { start: PREFIX_SIZE, highWaterMark: 1 << 20 }), keyOf(prefix))) {
+    for (let i = 0; i < chunk.length && bad < 0; i++) {
+      const pos = at + i;
+      const want = pos < head.length ? head[pos] : pos >= size - tail.length ? tail[pos - (size - tail.length)] : 0;
+      if (chunk[i] !== want) bad = pos;
+    }
+    at += chunk.length;
+  }
+  t.is(at, size, 'decrypted length');
+  t.is(bad, -1, 'zeros between the old content and the new byte');
+}
