@@ -59,6 +59,8 @@ static const char *errno_code(int e) {
     case ENOSYS: return "ENOSYS";
     case EAGAIN: return "EAGAIN";
     case EBADF: return "EBADF";
+    case ENOTEMPTY: return "ENOTEMPTY";
+    case EMLINK: return "EMLINK";
     /* what openat2 may also answer */
     case EISDIR: return "EISDIR";
     case ENXIO: return "ENXIO";
@@ -429,6 +431,22 @@ static napi_value js_fallocate(napi_env env, napi_callback_info info) {
 
 /* ---- end fallocate ---- */
 
+/*
+ * renameat2(from, to, flags) -> undefined. rename(2) with RENAME_NOREPLACE / RENAME_EXCHANGE,
+ * which Node's fs lacks; the paths are the confined /proc/self/fd/N/name forms CipherDir gives.
+ */
+static napi_value js_renameat2(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char from[MAX_PATH], to[MAX_PATH];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  if (!get_string(env, argv[0], from, sizeof from, "renameat2: from must be a string", ENAMETOOLONG)) return NULL;
+  if (!get_string(env, argv[1], to, sizeof to, "renameat2: to must be a string", ENAMETOOLONG)) return NULL;
+  uint32_t flags = 0;
+  if (napi_get_value_uint32(env, argv[2], &flags) != napi_ok) return throw_type(env, "renameat2: flags must be a number");
+  if (syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, (unsigned int) flags) != 0) return throw_errno(env, errno, "renameat2", from);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -442,6 +460,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "harden", NULL, js_harden, NULL, NULL, NULL, napi_enumerable, NULL },
     { "scrubenv", NULL, js_scrubenv, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "renameat2", NULL, js_renameat2, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

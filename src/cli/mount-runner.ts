@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Daemon } from '../fuse/daemon';
+import { Daemon, Transport } from '../fuse/daemon';
 import { Logger } from '../fuse/logger';
 import { MountBusyError } from '../fuse/mountpoint';
 import { MasterKdf } from '../keys';
@@ -29,6 +29,9 @@ export interface MountSettings {
   journal?: boolean;
   /** false with --no-password-check: no key check on sample files when there is no config. */
   passwordCheck?: boolean;
+  /** Undefined: the own transport when its addon loads, else fuse-native. */
+  transport?: Transport;
+  writebackCache?: boolean;
 }
 
 /** Where a background daemon logs by default: one file per mount point, owner-only. */
@@ -106,6 +109,8 @@ export async function serveMount(s: MountSettings, secrets: VolumeSecrets, notif
       debug: s.debug,
       readOnly: s.readOnly,
       idleUnmountMs: s.idleUnmountMs,
+      transport: s.transport,
+      writebackCache: s.writebackCache,
     });
   } catch (err) {
     opened.dispose();

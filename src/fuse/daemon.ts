@@ -3,6 +3,8 @@ import * as path from 'node:path';
 import { OpenedVolume } from '../store';
 import { Logger } from './logger';
 import { MountpointError, checkMountpoint } from './mountpoint';
+import { kernelTransportMissing } from './kernel/channel';
+import { KernelMount } from './kernel/mount';
 import { FuseMount, fusePatchGaps, UnmountReason } from './native';
 import { FuseOperations } from './native-types';
 import { createOperations } from './ops';
@@ -19,6 +21,19 @@ export interface DaemonOptions {
   readOnly?: boolean;
   /** Unmount after this many ms without any file operation and with no file open. */
   idleUnmountMs?: number;
+  /** 'kernel': darefs's own transport (./kernel); 'fuse-native': libfuse 2 through fuse-native. */
+  transport?: Transport;
+  /** Own transport only: let the kernel cache writes (FUSE_WRITEBACK_CACHE). */
+  writebackCache?: boolean;
+}
+
+export type Transport = 'kernel' | 'fuse-native';
+
+/** What the daemon needs of a mount, whichever transport serves it. */
+interface ServedMount {
+  readonly mountpoint: string;
+  readonly closed: Promise<UnmountReason>;
+  unmount(opts?: { lazy?: boolean; timeoutMs?: number }): Promise<void>;
 }
 
 /**
@@ -34,7 +49,8 @@ export class Daemon {
   private idleTimer: NodeJS.Timeout | undefined;
 
   private constructor(
-    private readonly mount: FuseMount,
+    private readonly mount: ServedMount,
+    readonly transport: Transport,
     private readonly opts: DaemonOptions,
     private readonly activity: { last: number },
   ) {
@@ -55,24 +71,46 @@ export class Daemon {
       // Our synchronous calls into the cipher directory would then wait on ourselves.
       throw new MountpointError('FAILED', mountpoint, `the mount point ${mountpoint} and the cipher directory ${cipherDir} must not contain each other`);
     }
-    const gaps = fusePatchGaps();
-    if (gaps.length) opts.log.problem(`fuse-native is not patched (run: node scripts/patch-fuse-native.js in the darefs directory): ${gaps.join('; ')}`);
     const activity = { last: Date.now() };
     const plain = createOperations({ volume: opts.opened.volume, paths: new PathMap(cipherDir), log: opts.log });
     // Only --idle-unmount needs to know when the mount was last used: no wrapper otherwise.
     const ops = opts.idleUnmountMs ? trackActivity(plain, activity) : plain;
-    const mount = await FuseMount.mount(mountpoint, ops, {
-      fsname: cipherDir,
-      subtype: 'darefs',
-      allowOther: opts.allowOther,
-      defaultPermissions: opts.allowOther,
-      debug: opts.debug,
-      readOnly: opts.readOnly,
-      // st_ino from the cipher inode: hard links show one inode number (tar, find -samefile).
-      useIno: true,
-      onOpError: (op, err) => opts.log.problem(`FUSE ${op}: ${err instanceof Error ? err.message : String(err)}`),
-    });
-    const daemon = new Daemon(mount, { ...opts, cipherDir, mountpoint: mount.mountpoint }, activity);
+    let transport: Transport = opts.transport ?? 'kernel';
+    if (transport === 'kernel' && opts.transport === undefined) {
+      const missing = kernelTransportMissing();
+      if (missing) {
+        opts.log.info(`own FUSE transport unavailable (${missing}): serving through fuse-native`);
+        transport = 'fuse-native';
+      }
+    }
+    const onProblem = (message: string): void => opts.log.problem(message);
+    if (transport === 'fuse-native') {
+      const gaps = fusePatchGaps();
+      if (gaps.length) onProblem(`fuse-native is not patched (run: node scripts/patch-fuse-native.js in the darefs directory): ${gaps.join('; ')}`);
+    }
+    const mount: ServedMount =
+      transport === 'kernel'
+        ? await KernelMount.mount(mountpoint, ops, {
+            fsname: cipherDir,
+            subtype: 'darefs',
+            allowOther: opts.allowOther,
+            defaultPermissions: opts.allowOther,
+            readOnly: opts.readOnly,
+            writebackCache: opts.writebackCache,
+            onProblem,
+          })
+        : await FuseMount.mount(mountpoint, ops, {
+            fsname: cipherDir,
+            subtype: 'darefs',
+            allowOther: opts.allowOther,
+            defaultPermissions: opts.allowOther,
+            debug: opts.debug,
+            readOnly: opts.readOnly,
+            // st_ino from the cipher inode: hard links show one inode number (tar, find -samefile).
+            useIno: true,
+            onOpError: (op, err) => onProblem(`FUSE ${op}: ${err instanceof Error ? err.message : String(err)}`),
+          });
+    const daemon = new Daemon(mount, transport, { ...opts, cipherDir, mountpoint: mount.mountpoint }, activity);
     try {
       daemon.statusServer = await serveStatus(mount.mountpoint, () => daemon.status());
     } catch (err) {

@@ -137,6 +137,12 @@ export interface FuseOperations {
   create?: (path: string, mode: number, caller: FuseCaller | undefined, cb: ValueCallback<number>) => void;
   unlink?: (path: string, cb: DoneCallback) => void;
   rename?: (src: string, dest: string, cb: DoneCallback) => void;
+  /** rename with RENAME_NOREPLACE / RENAME_EXCHANGE (the own transport only; libfuse 2 has no rename2). */
+  rename2?: (src: string, dest: string, flags: number, cb: DoneCallback) => void;
+  /** fallocate(2) through an open file: mode 0 or FALLOC_FL_KEEP_SIZE (the own transport only). */
+  fallocate?: (path: string, fd: number, mode: number, offset: number, length: number, cb: DoneCallback) => void;
+  /** lseek SEEK_DATA / SEEK_HOLE (the own transport only): the offset found. */
+  lseek?: (path: string, fd: number, offset: number, whence: number, cb: ValueCallback<number>) => void;
   link?: (existingPath: string, newPath: string, cb: DoneCallback) => void;
   symlink?: (target: string, linkPath: string, caller: FuseCaller | undefined, cb: DoneCallback) => void;
   mkdir?: (path: string, mode: number, caller: FuseCaller | undefined, cb: DoneCallback) => void;

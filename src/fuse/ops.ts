@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { DareError, SealedLinkError } from '../dare';
 import { CipherDir, CipherFile, ReadOnlyError, Volume } from '../store';
-import { loadSysCalls, O_PATH, splitNames } from '../sys';
+import { FALLOC_FL_KEEP_SIZE, loadSysCalls, O_PATH, splitNames } from '../sys';
 import { toFuseStat, toFuseStatfs } from './attrs';
 import { isProblem, toErrno } from './errno';
 import { Logger } from './logger';
@@ -23,6 +23,10 @@ interface Handle {
 }
 
 const O_ACCMODE = 3;
+const RENAME_NOREPLACE = 1;
+const RENAME_EXCHANGE = 2;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
 const S_IFMT = 0o170000;
 const S_IFIFO = 0o010000;
 const S_IFREG = 0o100000;
@@ -291,6 +295,49 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         const to = guardChange(dest, dest);
         dir.at2(from, to, fs.renameSync);
         volume.renamed(from, to, (p) => paths.plain(p));
+      });
+    },
+
+    rename2(src, dest, flags, cb) {
+      run('rename2', src, cb, () => {
+        const from = guardChange(src, src);
+        const to = guardChange(dest, dest);
+        if (flags === 0) {
+          dir.at2(from, to, fs.renameSync);
+          volume.renamed(from, to, (p) => paths.plain(p));
+          return;
+        }
+        if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) || flags === (RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+          throw Object.assign(new Error(`rename flags ${flags} not supported`), { code: 'EINVAL' });
+        }
+        if (!sys) throw Object.assign(new Error(`rename with flags needs native/darefs_sys (${sysMissing})`), { code: 'EINVAL' });
+        dir.at2(from, to, (a, b) => sys.renameat2(a, b, flags));
+        if (flags & RENAME_EXCHANGE) volume.exchanged(from, to, (p) => paths.plain(p));
+        else volume.renamed(from, to, (p) => paths.plain(p));
+      });
+    },
+
+    // Encrypted bytes cannot be sparse: every byte of a file is sealed data, so mode 0 makes the
+    // file at least offset+length long with sealed zeros (really allocated), KEEP_SIZE has nothing
+    // to allocate beyond what sealing will, and punching or zeroing ranges is not offered.
+    fallocate(path, fd, mode, offset, length, cb) {
+      run('fallocate', path, cb, async () => {
+        if (volume.readOnly) throw new ReadOnlyError(path);
+        if (mode & ~FALLOC_FL_KEEP_SIZE) throw Object.assign(new Error(`fallocate mode ${mode} not supported`), { code: 'EOPNOTSUPP' });
+        if (offset < 0 || length <= 0) throw Object.assign(new Error('bad fallocate range'), { code: 'EINVAL' });
+        const file = handle(fd).file;
+        if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + length > file.size) await file.truncate(offset + length);
+      });
+    },
+
+    // No holes in a sealed file (see fallocate): data runs from 0 to the end.
+    lseek(path, fd, offset, whence, cb) {
+      run('lseek', path, cb, () => {
+        const size = handle(fd).file.size;
+        if (whence !== SEEK_DATA && whence !== SEEK_HOLE) throw Object.assign(new Error(`lseek whence ${whence}`), { code: 'EINVAL' });
+        if (offset < 0) throw Object.assign(new Error('negative offset'), { code: 'EINVAL' });
+        if (offset >= size) throw Object.assign(new Error('offset past the end'), { code: 'ENXIO' });
+        return whence === SEEK_DATA ? offset : size;
       });
     },
 

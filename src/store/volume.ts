@@ -267,6 +267,21 @@ export class Volume {
     for (const file of moved) this.files.set(file.cipherPath, file);
   }
 
+  /** RENAME_EXCHANGE swapped `a` and `b` (files or whole directories): open files follow. */
+  exchanged(a: string, b: string, toName: (cipherPath: string) => string): void {
+    const moved: CipherFile[] = [];
+    for (const [p, file] of this.files) {
+      const base = p === a || p.startsWith(a + '/') ? a : p === b || p.startsWith(b + '/') ? b : undefined;
+      if (base === undefined) continue;
+      this.files.delete(p);
+      file.cipherPath = (base === a ? b : a) + p.slice(base.length);
+      file.name = toName(file.cipherPath);
+      file.markNameChanged();
+      moved.push(file);
+    }
+    for (const file of moved) this.files.set(file.cipherPath, file);
+  }
+
   /** The name of an open file was removed; the object stays usable through its handles. */
   unlinked(cipherPath: string): void {
     const file = this.files.get(cipherPath);

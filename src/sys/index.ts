@@ -37,6 +37,8 @@ export interface SysCalls {
    * space is not there, ENOTSUP (EOPNOTSUPP) or ENOSYS where the file system cannot do it.
    */
   fallocate(fd: number, mode: number, offset: number, length: number): void;
+  /** renameat2(2) by path (never following the final component); flags: RENAME_NOREPLACE / RENAME_EXCHANGE. */
+  renameat2(from: string, to: string, flags: number): void;
 }
 
 /** fallocate mode: allocate without changing the file size. */

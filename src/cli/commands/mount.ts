@@ -3,6 +3,7 @@
 // and returns once the mount answers (exit 0) or with the daemon's reason for failing.
 
 import * as path from 'node:path';
+import { Transport } from '../../fuse/daemon';
 import { MasterKdf } from '../../keys';
 import { VolumeSecrets } from '../../store';
 import { defineOptions, expectPositionals, parseArgs, type Command } from '../args';
@@ -32,6 +33,15 @@ const OPTIONS = defineOptions([
       'without a volume config (--ncrypt, --keyfile alone): mount even when no file in CIPHERDIR can check the password ' +
       '(none has a well-formed DARE package); a wrong password then mounts, and new files are sealed under it',
   },
+  {
+    name: 'transport',
+    value: 'NAME',
+    choices: ['kernel', 'fuse-native'],
+    help:
+      "how FUSE requests are served: 'kernel' (default: darefs reads /dev/fuse itself) or 'fuse-native' (libfuse 2, the " +
+      'transport darefs started on; the fallback when native/darefs_fuse was not built). Default from DAREFS_TRANSPORT',
+  },
+  { name: 'writeback-cache', help: "with --transport kernel: the kernel caches writes and sends them in the background (faster small writes; a full disk shows at close or fsync, not at write)" },
   { name: 'daemon-child', help: 'internal: the background daemon reads its secret from stdin' },
 ] as const);
 
@@ -89,7 +99,15 @@ function toSettings(o: Options, cipherDir: string, mountpoint: string): MountSet
     idleUnmountMs: duration(o['idle-unmount']),
     journal: !o['no-journal'],
     passwordCheck: !o['no-password-check'],
+    transport: transportOf(o.transport ?? process.env.DAREFS_TRANSPORT),
+    writebackCache: o['writeback-cache'],
   };
+}
+
+function transportOf(value: string | undefined): Transport | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (value === 'kernel' || value === 'fuse-native') return value;
+  throw new UsageError(`--transport (or DAREFS_TRANSPORT) is 'kernel' or 'fuse-native', not ${JSON.stringify(value)}`, 'mount');
 }
 
 function positiveNumber(value: string | undefined, name: string): number | undefined {
