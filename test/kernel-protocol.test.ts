@@ -9,6 +9,7 @@ import {
   decodeHeader,
   decodeRequest,
   DirentWriter,
+  expectsReply,
   DT_DIR,
   DT_LNK,
   DT_REG,
@@ -148,6 +149,8 @@ test('fuse_in_header is 40 bytes: every field, total_extlen included', (t) => {
 test('an identifier above 2**53 is a ProtocolError, never a different number', (t) => {
   const e = t.throws(() => decodeHeader(request(Op.GETATTR, [Buffer.alloc(16)], { unique: 2n ** 53n + 1n })), { instanceOf: ProtocolError });
   t.regex(e.message, /GETATTR.*unique/);
+  // No unique to answer: the rounded one would name a different request.
+  t.is(e.unique, undefined);
   t.throws(() => decodeHeader(request(Op.GETATTR, [Buffer.alloc(16)], { nodeid: 2n ** 60n })), { instanceOf: ProtocolError, message: /nodeid/ });
   // The largest exact one still decodes.
   t.is(decodeHeader(request(Op.GETATTR, [Buffer.alloc(16)], { nodeid: 2n ** 53n - 1n })).nodeid, Number.MAX_SAFE_INTEGER);
@@ -166,6 +169,14 @@ test('opcodes match linux/fuse.h and have names', (t) => {
   t.is(opName(Op.READDIRPLUS), 'READDIRPLUS');
   t.is(opName(7), 'OP_7');
   t.is(opName(4096), 'OP_4096');
+});
+
+test('expectsReply: never for FORGET, BATCH_FORGET, NOTIFY_REPLY; optional for INTERRUPT', (t) => {
+  t.deepEqual(
+    [Op.FORGET, Op.BATCH_FORGET, Op.NOTIFY_REPLY, Op.INTERRUPT].map(expectsReply),
+    [false, false, false, false],
+  );
+  t.deepEqual([Op.LOOKUP, Op.INIT, Op.DESTROY, Op.STATX, 9999].map(expectsReply), [true, true, true, true, true]);
 });
 
 // --- requests with names ---
@@ -650,13 +661,30 @@ test('DirentWriter.addPlus: fuse_direntplus 152 + name; null entry is zeros with
   t.false(new DirentWriter(159).addPlus(entry, 1, DT_REG, Buffer.from('file')));
 });
 
-test('DirentWriter refuses names the kernel would reject the whole reply for', (t) => {
+test('DirentWriter.addPlus over a dirty pooled buffer: every byte as encodeEntryOut + fuse_dirent', (t) => {
+  for (let i = 0; i < 64; i++) Buffer.allocUnsafe(64).fill(0xaa);
+  const w = new DirentWriter(2 * 160);
+  const entry = { nodeid: 77, generation: 3, entryValid: 1.25, attrValid: 2.5, attr: ATTR };
+  t.true(w.addPlus(entry, 9, DT_REG, Buffer.from('abc')));
+  t.true(w.addPlus(null, 10, DT_DIR, Buffer.from('.'), 5));
+  const dirent = (ino: number, off: number, type: number, name: string): Buffer =>
+    Buffer.concat([struct(24, [[0, 'u64', ino], [8, 'u64', off], [16, 'u32', name.length], [20, 'u32', type]]), Buffer.from(name), Buffer.alloc(8 - name.length)]);
+  t.deepEqual(
+    w.finish(),
+    Buffer.concat([encodeEntryOut(entry), dirent(ATTR.ino, 9, DT_REG, 'abc'), Buffer.alloc(128), dirent(5, 10, DT_DIR, '.')]),
+  );
+});
+
+test('DirentWriter refuses names the kernel would reject the whole reply for, and stays usable', (t) => {
   const w = new DirentWriter(8192);
   t.throws(() => w.add(1, 1, DT_REG, Buffer.alloc(0)), { instanceOf: ReplyEncodingError });
   t.throws(() => w.add(1, 1, DT_REG, Buffer.from('a/b')), { instanceOf: ReplyEncodingError });
   t.throws(() => w.add(1, 1, DT_REG, Buffer.from('a\0b')), { instanceOf: ReplyEncodingError });
+  t.throws(() => w.addPlus(null, 1, DT_REG, Buffer.from('x/')), { instanceOf: ReplyEncodingError });
   t.throws(() => w.add(1, 1, DT_REG, Buffer.alloc(1025, 0x61)), { instanceOf: ReplyEncodingError });
+  t.is(w.finish().length, 0);
   t.true(w.add(1, 1, DT_REG, Buffer.alloc(1024, 0x61)));
+  t.is(w.finish().length, 24 + 1024);
 });
 
 test('modeToDirentType', (t) => {
