@@ -5,6 +5,7 @@ import { Logger } from './logger';
 import { MountpointError, checkMountpoint } from './mountpoint';
 import { kernelTransportMissing } from './kernel/channel';
 import { KernelMount } from './kernel/mount';
+import { FUSE_WRITEBACK_CACHE, hasFlag } from './kernel/protocol';
 import { FuseMount, fusePatchGaps, UnmountReason } from './native';
 import { FuseOperations } from './native-types';
 import { createOperations } from './ops';
@@ -88,28 +89,33 @@ export class Daemon {
       const gaps = fusePatchGaps();
       if (gaps.length) onProblem(`fuse-native is not patched (run: node scripts/patch-fuse-native.js in the darefs directory): ${gaps.join('; ')}`);
     }
-    const mount: ServedMount =
-      transport === 'kernel'
-        ? await KernelMount.mount(mountpoint, ops, {
-            fsname: cipherDir,
-            subtype: 'darefs',
-            allowOther: opts.allowOther,
-            defaultPermissions: opts.allowOther,
-            readOnly: opts.readOnly,
-            writebackCache: opts.writebackCache,
-            onProblem,
-          })
-        : await FuseMount.mount(mountpoint, ops, {
-            fsname: cipherDir,
-            subtype: 'darefs',
-            allowOther: opts.allowOther,
-            defaultPermissions: opts.allowOther,
-            debug: opts.debug,
-            readOnly: opts.readOnly,
-            // st_ino from the cipher inode: hard links show one inode number (tar, find -samefile).
-            useIno: true,
-            onOpError: (op, err) => onProblem(`FUSE ${op}: ${err instanceof Error ? err.message : String(err)}`),
-          });
+    let mount: ServedMount;
+    if (transport === 'kernel') {
+      const k = await KernelMount.mount(mountpoint, ops, {
+        fsname: cipherDir,
+        subtype: 'darefs',
+        allowOther: opts.allowOther,
+        defaultPermissions: opts.allowOther,
+        readOnly: opts.readOnly,
+        writebackCache: opts.writebackCache,
+        onProblem,
+      });
+      const wb = hasFlag(k.granted.flags, FUSE_WRITEBACK_CACHE) ? 'on' : 'off';
+      opts.log.info(`own FUSE transport: protocol 7.${k.granted.minor}, requests up to ${k.granted.maxWrite / 1024} KiB, writeback cache ${wb} (mounted with ${k.how})`);
+      mount = k;
+    } else {
+      mount = await FuseMount.mount(mountpoint, ops, {
+        fsname: cipherDir,
+        subtype: 'darefs',
+        allowOther: opts.allowOther,
+        defaultPermissions: opts.allowOther,
+        debug: opts.debug,
+        readOnly: opts.readOnly,
+        // st_ino from the cipher inode: hard links show one inode number (tar, find -samefile).
+        useIno: true,
+        onOpError: (op, err) => onProblem(`FUSE ${op}: ${err instanceof Error ? err.message : String(err)}`),
+      });
+    }
     const daemon = new Daemon(mount, transport, { ...opts, cipherDir, mountpoint: mount.mountpoint }, activity);
     try {
       daemon.statusServer = await serveStatus(mount.mountpoint, () => daemon.status());

@@ -36,7 +36,6 @@ export interface KernelMountOptions {
 
 /** Read buffer: the largest WRITE (1 MiB) plus its headers (the kernel wants >= max_write + 80). */
 const MAX_WRITE = 1 << 20;
-const READ_BUFFER = MAX_WRITE + 4096;
 
 export class KernelMount {
   readonly closed: Promise<UnmountReason>;
@@ -49,8 +48,9 @@ export class KernelMount {
     readonly mountId: number,
     readonly fsType: string,
     readonly session: KernelSession,
-    private readonly channel: Channel,
     readonly how: string,
+    /** What INIT settled. */
+    readonly granted: { minor: number; flags: number; maxWrite: number },
   ) {
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
@@ -82,6 +82,7 @@ export class KernelMount {
       readOnly: !!opts.readOnly,
     });
     const channel = new Channel(opened.fd);
+    let granted = { minor: 0, flags: 0, maxWrite: 0 };
     let initDone!: () => void;
     const init = new Promise<void>((resolve) => {
       initDone = resolve;
@@ -91,7 +92,10 @@ export class KernelMount {
       ended = resolve;
     });
     const session = new KernelSession(ops, channel, settings, {
-      onInit: () => initDone(),
+      onInit: (g) => {
+        granted = g;
+        initDone();
+      },
       onProblem: opts.onProblem,
     });
     let mount: KernelMount | undefined;
@@ -117,7 +121,7 @@ export class KernelMount {
     let entry: MountEntry | undefined;
     for (const e of await readMountInfo()) if (e.mountPoint === mnt && e.fsType.startsWith('fuse')) entry = e;
     if (!entry) return fail(`mounting ${mnt}: INIT came but the mount is not in /proc/self/mountinfo`);
-    mount = new KernelMount(mnt, entry.id, entry.fsType, session, channel, opened.how);
+    mount = new KernelMount(mnt, entry.id, entry.fsType, session, opened.how, granted);
     // Answered by this very event loop, free while we await: a real end-to-end check.
     const answered = await race([fsp.stat(mnt).then(() => 'ok' as const, () => 'error' as const)], timeoutMs);
     if (answered !== 'ok') {

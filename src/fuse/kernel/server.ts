@@ -55,6 +55,8 @@ class Reply extends Error {
 }
 
 const S_IFMT = 0o170000;
+/** What libfuse reports as d_ino when it does not know the inode (FUSE_UNKNOWN_INO). */
+const UNKNOWN_INO = 0xffffffff;
 const S_IFDIR = 0o040000;
 const O_ACCMODE = 3;
 
@@ -90,10 +92,9 @@ export class KernelSession {
       req = P.decodeRequest(buf, { minor: this.minor, setxattrExt: this.setxattrExt });
     } catch (err) {
       this.events.onProblem?.(`undecodable FUSE request: ${err instanceof Error ? err.message : String(err)}`);
-      if (buf.length >= 16) {
-        const unique = buf.readUInt32LE(8) + buf.readUInt32LE(12) * 2 ** 32;
-        const opcode = buf.readUInt32LE(4);
-        if (opcode !== P.Op.FORGET && opcode !== P.Op.BATCH_FORGET && unique !== 0) this.send([P.replyError(unique, Errno.EIO)]);
+      // Answered, so that the process waiting on it gets an error instead of hanging.
+      if (err instanceof P.ProtocolError && err.unique !== undefined && err.unique !== 0 && P.expectsReply(err.opcode ?? 0)) {
+        this.send([P.replyError(err.unique, Errno.EIO)]);
       }
       return;
     }
@@ -228,28 +229,31 @@ export class KernelSession {
 
   private init(req: Extract<P.Request, { kind: 'init' }>): Buffer[] {
     const s = this.settings;
-    let flags =
-      P.FUSE_ASYNC_READ |
-      P.FUSE_BIG_WRITES |
-      P.FUSE_MAX_PAGES |
-      P.FUSE_PARALLEL_DIROPS |
-      P.FUSE_DO_READDIRPLUS |
-      P.FUSE_READDIRPLUS_AUTO |
-      P.FUSE_ASYNC_DIO |
-      P.FUSE_AUTO_INVAL_DATA;
-    if (s.writebackCache) flags |= P.FUSE_WRITEBACK_CACHE;
-    const result = P.negotiateInit(req, { maxWrite: s.maxWrite, maxPages: Math.ceil(s.maxWrite / 4096), maxReadahead: 1 << 20, maxBackground: 64, congestionThreshold: 48, timeGran: 1, flags });
+    let flags = [
+      P.FUSE_ASYNC_READ,
+      P.FUSE_BIG_WRITES,
+      P.FUSE_MAX_PAGES,
+      P.FUSE_PARALLEL_DIROPS,
+      P.FUSE_DO_READDIRPLUS,
+      P.FUSE_READDIRPLUS_AUTO,
+      P.FUSE_ASYNC_DIO,
+      P.FUSE_AUTO_INVAL_DATA,
+    ].reduce(P.flagsOr, 0);
+    if (s.writebackCache) flags = P.flagsOr(flags, P.FUSE_WRITEBACK_CACHE);
+    const result = P.negotiateInit(req, { maxWrite: s.maxWrite, maxBackground: 64, congestionThreshold: 48, timeGran: 1, flags });
     if ('error' in result) return [P.replyError(req.h.unique, result.error)];
+    // A kernel with a newer major asks again with ours.
+    if ('retry' in result) return [result.reply];
     this.minor = result.minor;
     this.granted = result.flags;
     this.initialised = true;
     this.events.onInit?.({ minor: result.minor, flags: result.flags, maxWrite: result.maxWrite });
-    return P.replyOk(req.h.unique, result.reply);
+    return [result.reply];
   }
 
   /** Whether INIT granted `flag`. */
   has(flag: number): boolean {
-    return Math.floor(this.granted / flag) % 2 === 1;
+    return P.hasFlag(this.granted, flag);
   }
 
   // ------------------------------------------------------------------------------ helpers
@@ -327,8 +331,7 @@ export class KernelSession {
     } catch (err) {
       if (err instanceof Reply && err.errno === Errno.ENOENT && this.settings.negativeTimeout > 0) {
         // A negative entry the kernel may cache: the next create of this name needs no LOOKUP.
-        const negative: P.EntryOut = { nodeid: 0, generation: 0, entryValid: this.settings.negativeTimeout, attrValid: 0, attr: toAttr({ mode: 0 }) };
-        return P.replyOk(h.unique, P.encodeEntryOut(negative, this.minor));
+        return P.replyOk(h.unique, P.encodeNegativeEntryOut(this.settings.negativeTimeout, this.minor));
       }
       throw err;
     }
@@ -523,13 +526,13 @@ export class KernelSession {
       });
     }
     const names = dir.names;
-    const out = new P.DirentWriter(size);
+    const out = new P.DirentWriter(size, this.minor);
     for (let i = offset; i < names.length; i++) {
       const name = names[i];
       const raw = Buffer.from(name);
       if (!plus || name === '.' || name === '..') {
         const type = name === '.' || name === '..' ? P.DT_DIR : P.DT_UNKNOWN;
-        const ok = plus ? out.addPlus(null, i + 1, type, raw) : out.add(P.UNKNOWN_INO, i + 1, type, raw);
+        const ok = plus ? out.addPlus(null, i + 1, type, raw, UNKNOWN_INO) : out.add(UNKNOWN_INO, i + 1, type, raw);
         if (!ok) break;
         continue;
       }
@@ -540,7 +543,7 @@ export class KernelSession {
         // Gone since the listing, or not readable: listed without attributes.
       }
       if (!st) {
-        if (!out.addPlus(null, i + 1, P.DT_UNKNOWN, raw)) break;
+        if (!out.addPlus(null, i + 1, P.DT_UNKNOWN, raw, UNKNOWN_INO)) break;
         continue;
       }
       const dirNode = h.nodeid;
