@@ -159,8 +159,8 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('fgetattr', path, cb, () => {
         const h = handles.get(fd);
         if (!h) return statOf(path);
-        const st = dir.lstat(h.file.cipherPath, { bigint: true });
-        return toFuseStat(st, h.file.size, () => undefined);
+        // By descriptor: the name may be gone (unlinked while open) or lead elsewhere by now.
+        return toFuseStat(h.file.stat(), h.file.size, () => undefined);
       });
     },
 

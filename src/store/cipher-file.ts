@@ -109,6 +109,12 @@ export class CipherFile {
   /** The name was unlinked while open: a stream rewrite must not rename over the path. */
   unlinked = false;
 
+  /** The cipher inode's attributes through the open descriptor: right also once the name is gone. */
+  stat(): fs.BigIntStats {
+    if (this.closed) throw new ClosedFileError(this.name);
+    return fs.fstatSync(this.fd, { bigint: true });
+  }
+
   private readonly lock = new Mutex();
   private readonly dirty = new Map<number, Buffer>();
   private readonly cachedIndexes = new Set<number>();

@@ -72,7 +72,10 @@ export class KernelSession {
   private granted = 0;
   private setxattrExt = false;
   private initialised = false;
+  /** Open files: handle -> the path it was opened by. */
   private readonly fileHandles = new Map<number, string>();
+  /** Node -> its open handles: how a file whose every name is gone is still reached (fstat). */
+  private readonly nodeHandles = new Map<number, Set<number>>();
   private readonly dirHandles = new Map<number, DirHandle>();
   private nextDirHandle = 1;
   /** Requests being served, for INTERRUPT (we let them finish: every operation is short or must complete). */
@@ -338,9 +341,35 @@ export class KernelSession {
   }
 
   private async getattr(h: P.RequestHeader, fh: number | undefined): Promise<Buffer[]> {
-    const path = fh !== undefined && this.fileHandles.has(fh) ? (this.fileHandles.get(fh) as string) : this.nodes.path(h.nodeid);
-    const st = await this.stat(path, fh !== undefined && this.fileHandles.has(fh) ? fh : undefined);
+    let handle = fh !== undefined && this.fileHandles.has(fh) ? fh : undefined;
+    let path: string;
+    if (handle !== undefined) path = this.fileHandles.get(handle) as string;
+    else {
+      try {
+        path = this.nodes.path(h.nodeid);
+      } catch (err) {
+        // fstat of a file unlinked while open comes without a handle: use one of the node's.
+        handle = this.nodeHandles.get(h.nodeid)?.values().next().value;
+        if (handle === undefined) throw err;
+        path = this.fileHandles.get(handle) as string;
+      }
+    }
+    const st = await this.stat(path, handle);
     return P.replyOk(h.unique, P.encodeAttrOut(this.settings.attrTimeout, toAttr(st), this.minor));
+  }
+
+  private opened(fh: number, nodeid: number, path: string): void {
+    this.fileHandles.set(fh, path);
+    let set = this.nodeHandles.get(nodeid);
+    if (!set) this.nodeHandles.set(nodeid, (set = new Set()));
+    set.add(fh);
+  }
+
+  private closedHandle(fh: number, nodeid: number): void {
+    this.fileHandles.delete(fh);
+    const set = this.nodeHandles.get(nodeid);
+    set?.delete(fh);
+    if (set?.size === 0) this.nodeHandles.delete(nodeid);
   }
 
   private async setattr(h: P.RequestHeader, req: Extract<P.Request, { kind: 'setattr' }>): Promise<Buffer[]> {
@@ -441,7 +470,7 @@ export class KernelSession {
     const path = this.nodes.path(h.nodeid);
     if (this.settings.readOnly && (flags & O_ACCMODE) !== 0) throw new Reply(Errno.EROFS);
     const fh = await this.call<number>((cb) => this.ops.open?.(path, flags, cb));
-    this.fileHandles.set(fh, path);
+    this.opened(fh, h.nodeid, path);
     return P.replyOk(h.unique, P.encodeOpenOut(fh, 0));
   }
 
@@ -460,6 +489,7 @@ export class KernelSession {
       throw err;
     }
     const nodeid = this.nodes.found(h.nodeid, name, st.dev ?? 0, st.ino ?? 0, st.mode);
+    this.opened(fh, nodeid, path);
     return P.replyOk(h.unique, [P.encodeEntryOut(this.entry(nodeid, st), this.minor), P.encodeOpenOut(fh, 0)]);
   }
 
@@ -502,7 +532,7 @@ export class KernelSession {
     try {
       await this.call<void>((cb) => this.ops.release?.(path, fh, cb));
     } finally {
-      this.fileHandles.delete(fh);
+      this.closedHandle(fh, h.nodeid);
     }
     return P.replyOk(h.unique);
   }
