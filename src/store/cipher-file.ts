@@ -645,7 +645,9 @@ export class CipherFile {
     const grows = Math.max(0, oldCount - 1);
     const indexes = [...sorted.filter((i) => i >= grows), ...sorted.filter((i) => i < grows)];
     const count = packageCount(this.size);
-    const journal = this.ctx.journal;
+    // A file unlinked while open does not outlive a crash: nothing to journal (and its old path
+    // may name another file by now).
+    const journal = this.unlinked ? undefined : this.ctx.journal;
     // With the journal, the images that overwrite sealed bytes (index below the old package
     // count, the old last package included) are sealed first and committed before any byte is
     // written in place.
@@ -859,7 +861,9 @@ export class CipherFile {
     this.ctx.journal?.sync();
     if (mode === 'data') io.fdatasyncSync(this.fd, this.cipherPath);
     else io.fsyncSync(this.fd, this.cipherPath);
-    if (this.dirNeedsSync) {
+    // A file whose name is gone (unlinked or replaced while open) has no name to make durable,
+    // and its old directory may be gone too.
+    if (this.dirNeedsSync && !this.unlinked) {
       this.ctx.dir.fsyncDir(path.dirname(this.cipherPath), io.fsyncSync);
       this.dirNeedsSync = false;
     }
