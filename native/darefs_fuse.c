@@ -81,6 +81,7 @@ static const char *errno_code(int e) {
     case ENOTCONN: return "ENOTCONN";
     case ECONNRESET: return "ECONNRESET";
     case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EPROTO: return "EPROTO";
     default: return "EUNKNOWN";
   }
 }
@@ -204,7 +205,7 @@ static napi_value js_socketpair(napi_env env, napi_callback_info info) {
 /*
  * recvFd(sock) -> fd: one SCM_RIGHTS message, received close-on-exec. Never blocks (the sender,
  * fusermount3, has exited by the time we ask): EAGAIN when nothing was sent, ECONNRESET on EOF,
- * EBADMSG... as EPROTO when the message carries no descriptor.
+ * EPROTO when the message carries no descriptor.
  */
 static napi_value js_recv_fd(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -417,7 +418,8 @@ static void call_js(reader *r, napi_ref fn_ref, size_t argc, napi_value *argv) {
   napi_env env = r->env;
   napi_value fn, recv, result;
   if (!fn_ref || napi_get_reference_value(env, fn_ref, &fn) != napi_ok || !fn) return;
-  napi_get_undefined(env, &recv);
+  /* MakeCallback wants an object as `this` */
+  napi_get_global(env, &recv);
   napi_status s = napi_make_callback(env, r->async_context, recv, fn, argc, argv, &result);
   if (s == napi_pending_exception) {
     napi_value exc;
