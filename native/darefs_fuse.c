@@ -276,6 +276,7 @@ typedef struct reader {
   napi_async_context async_context;
   int wrapper_alive; /* the JS Reader object still exists */
   int hook_added;    /* the env cleanup hook is registered */
+  int in_callback;   /* inside on_async: release_js must wait until it returns */
 
   /* shared with the thread, under mu */
   pthread_mutex_t mu;
@@ -358,20 +359,11 @@ static void reader_free_if_unused(reader *r) {
 }
 
 /*
- * Runs on the loop after uv_close, never inside one of our own callbacks: only here is it safe to
- * drop the callbacks and the async context that napi_make_callback may still be using.
+ * Runs on the loop after uv_close. No N-API here: at environment teardown this runs after the
+ * napi_env is gone.
  */
 static void on_async_closed(uv_handle_t *h) {
   reader *r = h->data;
-  napi_env env = r->env;
-  napi_handle_scope scope;
-  int scoped = napi_open_handle_scope(env, &scope) == napi_ok;
-  if (r->on_batch) napi_delete_reference(env, r->on_batch);
-  if (r->on_end) napi_delete_reference(env, r->on_end);
-  r->on_batch = r->on_end = NULL;
-  if (r->async_context) napi_async_destroy(env, r->async_context);
-  r->async_context = NULL;
-  if (scoped) napi_close_handle_scope(env, scope);
   /* anything the thread queued after the last batch was never handed out */
   free_queue(r->head);
   r->head = r->tail = NULL;
@@ -379,13 +371,27 @@ static void on_async_closed(uv_handle_t *h) {
   reader_free_if_unused(r);
 }
 
+/*
+ * Drops the callbacks and the async context. Never from inside one of our own callbacks
+ * (napi_make_callback is still using the context then): on_async calls it when the callback
+ * has returned.
+ */
+static void release_js(reader *r) {
+  if (r->on_batch) napi_delete_reference(r->env, r->on_batch);
+  if (r->on_end) napi_delete_reference(r->env, r->on_end);
+  r->on_batch = r->on_end = NULL;
+  if (r->async_context) napi_async_destroy(r->env, r->async_context);
+  r->async_context = NULL;
+}
+
 static void reader_cleanup_hook(void *arg);
 
 /*
  * Tells the thread to stop (unless it has ended on its own), joins it and closes the handle: no
- * callback runs after this returns.
+ * callback runs after this returns. release: drop the JS references now (unless inside a
+ * callback); false at environment teardown, where N-API is going away with them.
  */
-static void reader_shutdown(reader *r, int tell_thread) {
+static void reader_shutdown(reader *r, int tell_thread, int release) {
   if (r->state != RUNNING) return;
   r->state = ENDING;
   if (tell_thread) {
@@ -403,6 +409,7 @@ static void reader_shutdown(reader *r, int tell_thread) {
   if (r->hook_added) napi_remove_env_cleanup_hook(r->env, reader_cleanup_hook, r);
   r->hook_added = 0;
   uv_close((uv_handle_t *) &r->async, on_async_closed);
+  if (release && !r->in_callback) release_js(r);
 }
 
 static void external_finalize(napi_env env, void *data, void *hint) {
@@ -442,6 +449,7 @@ static void on_async(uv_async_t *h) {
   napi_env env = r->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
+  r->in_callback = 1;
   if (count) {
     napi_value batch;
     napi_create_array_with_length(env, count, &batch);
@@ -474,9 +482,12 @@ static void on_async(uv_async_t *h) {
     r->thread_joined = 1;
     napi_value arg = make_int(env, end_errno);
     /* closed first, so that a stop() from inside onEnd finds nothing left to do */
-    reader_shutdown(r, 0);
+    reader_shutdown(r, 0, 1);
     call_js(r, r->on_end, 1, &arg);
   }
+  r->in_callback = 0;
+  /* stopped or ended during this call: the callbacks may go now */
+  if (r->state != RUNNING) release_js(r);
   napi_close_handle_scope(env, scope);
 }
 
@@ -494,7 +505,7 @@ static reader *unwrap_reader(napi_env env, napi_callback_info info) {
 
 static napi_value js_reader_stop(napi_env env, napi_callback_info info) {
   reader *r = unwrap_reader(env, info);
-  if (r) reader_shutdown(r, 1);
+  if (r) reader_shutdown(r, 1, 1);
   return NULL;
 }
 
@@ -523,7 +534,7 @@ static void reader_finalize(napi_env env, void *data, void *hint) {
 /* At environment teardown (process or worker exit) the thread must not outlive the loop. */
 static void reader_cleanup_hook(void *arg) {
   reader *r = arg;
-  if (r->state == RUNNING) reader_shutdown(r, 1);
+  if (r->state == RUNNING) reader_shutdown(r, 1, 0);
 }
 
 /*
@@ -588,7 +599,7 @@ static napi_value js_start_reader(napi_env env, napi_callback_info info) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (e != 0) {
     r->thread_joined = 1;
-    reader_shutdown(r, 0);
+    reader_shutdown(r, 0, 1);
     return throw_errno(env, e, "pthread_create", "");
   }
   /* named so that tests (and ps -L) can see it come and go */

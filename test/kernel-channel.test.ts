@@ -93,6 +93,13 @@ test.serial('root: mount(2), INIT and GETATTR answered through the channel, stat
   t.is(stat.out, 'directory');
   t.true(server.opcodes.includes(OP.GETATTR), `opcodes seen: ${server.opcodes.join(',')}`);
 
+  // More traffic, then every request handed over earlier must still hold its own bytes (they are
+  // not views of a buffer the reader thread reuses).
+  for (let i = 0; i < 5; i++) await run('stat', ['-f', dirs.mountpoint]);
+  t.true(server.kept.length >= 3, `${server.kept.length} requests`);
+  for (const { req, copy } of server.kept) t.true(req.equals(copy), `request ${copy.readUInt32LE(4)} changed after its batch`);
+  t.true(server.kept.every(({ req }) => req.readUInt32LE(0) === req.length), 'each Buffer is exactly one request');
+
   // From this very thread: umount2(2) sends no request, so it cannot wait on our answer.
   await closeMount(dirs.mountpoint, { lazy: false });
   t.is(await within(server.ended, 10_000, 'onEnd after unmount'), ENODEV);
@@ -195,6 +202,36 @@ test.serial('mount errors name the mount point and keep the errno code; a NUL in
   const notMounted = await t.throwsAsync(closeMount(dirs.mountpoint, { lazy: false }), { instanceOf: FuseChannelError });
   t.is(notMounted?.code, 'EINVAL');
 });
+
+for (const mode of ['idle-ref', 'idle-unref'] as const) {
+  test.serial(`a ${mode === 'idle-ref' ? "ref'd reader keeps the process alive" : "unref'd reader lets the process exit"}`, async (t) => {
+    t.timeout(60_000);
+    const children: Array<ReturnType<typeof spawn>> = [];
+    const dirs = await dirsFor(t, () => {
+      for (const c of children) c.kill('SIGKILL');
+    });
+    const child = spawn(process.execPath, [CHILD, dirs.mountpoint, 'darefs-test', mode], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    await within(
+      new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', () => out.includes('"init"') && resolve());
+        void exited.then((code) => reject(new Error(`child exited (${String(code)}) before INIT: ${out}`)));
+      }),
+      20_000,
+      'INIT in the child',
+    );
+    if (mode === 'idle-unref') {
+      t.is(await within(exited, 10_000, 'exit of the unref\'d child'), 0, out);
+    } else {
+      const early = await Promise.race([exited, new Promise((resolve) => setTimeout(() => resolve('alive'), 1500))]);
+      t.is(early, 'alive', out);
+    }
+  });
+}
 
 /** Why a user cannot mount FUSE here, or undefined when the test can run. */
 async function whyNoUserMounts(): Promise<string | undefined> {

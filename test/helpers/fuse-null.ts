@@ -82,6 +82,8 @@ export interface NullServer {
   ended: Promise<number>;
   /** Reply write results other than 0. */
   writeErrors: number[];
+  /** Every request as handed over, and a copy taken on arrival. */
+  kept: Array<{ req: Buffer; copy: Buffer }>;
 }
 
 /** Starts answering on the channel. */
@@ -92,6 +94,7 @@ export function serveNull(channel: Channel): NullServer {
     opcodes: [],
     batches: [],
     writeErrors: [],
+    kept: [],
     initDone: new Promise((resolve) => (initDone = resolve)),
     ended: new Promise((resolve) => (ended = resolve)),
   };
@@ -99,6 +102,7 @@ export function serveNull(channel: Channel): NullServer {
     (requests) => {
       server.batches.push(requests.length);
       for (const req of requests) {
+        server.kept.push({ req, copy: Buffer.from(req) });
         const opcode = req.readUInt32LE(4);
         server.opcodes.push(opcode);
         const out = answer(req);
