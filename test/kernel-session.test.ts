@@ -164,3 +164,12 @@ test('an inode number reused for another type is a new node', async (t) => {
   const second = parseEntry((await h.send(request(FUSE_LOOKUP, 1, cstr('d'))))?.body ?? Buffer.alloc(128)).nodeid;
   t.not(first, second);
 });
+
+test('an operation the filesystem does not offer is answered ENOSYS, never left waiting', async (t) => {
+  const h = await initialised(memoryOps().ops);
+  // fuse_getxattr_in: size, padding; then the name (the kernel asks security.capability before writes).
+  const getxattr = await h.send(request(22, 1, Buffer.concat([Buffer.alloc(8), cstr('security.capability')])));
+  t.is(getxattr?.error, Errno.ENOSYS);
+  const readlink = await h.send(request(5, 1));
+  t.is(readlink?.error, Errno.ENOSYS);
+});

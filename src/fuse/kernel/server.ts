@@ -261,13 +261,14 @@ export class KernelSession {
 
   // ------------------------------------------------------------------------------ helpers
 
-  private call<T>(fn: ((cb: (err: number, value?: T) => void) => void) | undefined): Promise<T> {
+  /** Calls operation `op` (ENOSYS when the filesystem does not offer it). */
+  private call<T>(op: keyof FuseOperations, invoke: (cb: (err: number, value?: T) => void) => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      if (!fn) {
+      if (typeof this.ops[op] !== 'function') {
         reject(new Reply(Errno.ENOSYS));
         return;
       }
-      fn((err, value) => (err ? reject(new Reply(err)) : resolve(value as T)));
+      invoke((err, value) => (err ? reject(new Reply(err)) : resolve(value as T)));
     });
   }
 
@@ -305,8 +306,8 @@ export class KernelSession {
   }
 
   private async stat(path: string, fh?: number): Promise<FuseStat> {
-    if (fh !== undefined && this.ops.fgetattr) return this.call<FuseStat>((cb) => this.ops.fgetattr?.(path, fh, cb));
-    return this.call<FuseStat>((cb) => this.ops.getattr?.(path, cb));
+    if (fh !== undefined && this.ops.fgetattr) return this.call<FuseStat>('fgetattr', (cb) => this.ops.fgetattr?.(path, fh, cb));
+    return this.call<FuseStat>('getattr', (cb) => this.ops.getattr?.(path, cb));
   }
 
   private entry(nodeid: number, st: FuseStat): P.EntryOut {
@@ -378,21 +379,21 @@ export class KernelSession {
     const ops = this.ops;
     if (req.mode !== undefined) {
       const mode = req.mode;
-      await this.call<void>((cb) => ops.chmod?.(path, mode, cb));
+      await this.call<void>('chmod', (cb) => ops.chmod?.(path, mode, cb));
     }
     if (req.uid !== undefined || req.gid !== undefined) {
       const uid = req.uid ?? -1;
       const gid = req.gid ?? -1;
-      await this.call<void>((cb) => ops.chown?.(path, uid, gid, cb));
+      await this.call<void>('chown', (cb) => ops.chown?.(path, uid, gid, cb));
     }
     if (req.size !== undefined) {
       const size = req.size;
-      if (fh !== undefined && ops.ftruncate) await this.call<void>((cb) => ops.ftruncate?.(path, fh, size, cb));
-      else await this.call<void>((cb) => ops.truncate?.(path, size, cb));
+      if (fh !== undefined && ops.ftruncate) await this.call<void>('ftruncate', (cb) => ops.ftruncate?.(path, fh, size, cb));
+      else await this.call<void>('truncate', (cb) => ops.truncate?.(path, size, cb));
     }
     const atime: FuseTimespec = req.atimeNow ? 'now' : req.atime ? { sec: BigInt(req.atime.sec), nsec: req.atime.nsec } : 'omit';
     const mtime: FuseTimespec = req.mtimeNow ? 'now' : req.mtime ? { sec: BigInt(req.mtime.sec), nsec: req.mtime.nsec } : 'omit';
-    if (atime !== 'omit' || mtime !== 'omit') await this.call<void>((cb) => ops.utimens?.(path, atime, mtime, cb));
+    if (atime !== 'omit' || mtime !== 'omit') await this.call<void>('utimens', (cb) => ops.utimens?.(path, atime, mtime, cb));
     // Fresh attributes in the reply: what the kernel caches is what the cipher inode now says
     // (times changed by a truncate included).
     const st = await this.stat(path, fh);
@@ -401,7 +402,7 @@ export class KernelSession {
 
   private async readlink(h: P.RequestHeader): Promise<Buffer[]> {
     const path = this.nodes.path(h.nodeid);
-    const target = await this.call<string>((cb) => this.ops.readlink?.(path, cb));
+    const target = await this.call<string>('readlink', (cb) => this.ops.readlink?.(path, cb));
     return P.replyOk(h.unique, Buffer.from(target));
   }
 
@@ -409,7 +410,7 @@ export class KernelSession {
     const name = this.name(rawName);
     if (!isUtf8(target)) throw new Reply(Errno.EINVAL);
     const path = this.nodes.childPath(h.nodeid, name);
-    await this.call<void>((cb) => this.ops.symlink?.(target.toString(), path, this.caller(h), cb));
+    await this.call<void>('symlink', (cb) => this.ops.symlink?.(target.toString(), path, this.caller(h), cb));
     return this.entryReply(h, h.nodeid, name);
   }
 
@@ -418,10 +419,10 @@ export class KernelSession {
     const path = this.nodes.childPath(h.nodeid, name);
     if ((mode & S_IFMT) === 0o100000 && this.ops.create && this.ops.release) {
       // mknod(2) of a regular file: made as create would make it, then closed.
-      const fh = await this.call<number>((cb) => this.ops.create?.(path, mode, this.caller(h), cb));
-      await this.call<void>((cb) => this.ops.release?.(path, fh, cb));
+      const fh = await this.call<number>('create', (cb) => this.ops.create?.(path, mode, this.caller(h), cb));
+      await this.call<void>('release', (cb) => this.ops.release?.(path, fh, cb));
     } else {
-      await this.call<void>((cb) => this.ops.mknod?.(path, mode, rdev, this.caller(h), cb));
+      await this.call<void>('mknod', (cb) => this.ops.mknod?.(path, mode, rdev, this.caller(h), cb));
     }
     return this.entryReply(h, h.nodeid, name);
   }
@@ -429,14 +430,14 @@ export class KernelSession {
   private async mkdir(h: P.RequestHeader, rawName: Buffer, mode: number): Promise<Buffer[]> {
     const name = this.name(rawName);
     const path = this.nodes.childPath(h.nodeid, name);
-    await this.call<void>((cb) => this.ops.mkdir?.(path, mode | S_IFDIR, this.caller(h), cb));
+    await this.call<void>('mkdir', (cb) => this.ops.mkdir?.(path, mode | S_IFDIR, this.caller(h), cb));
     return this.entryReply(h, h.nodeid, name);
   }
 
   private async remove(h: P.RequestHeader, rawName: Buffer, op: 'unlink' | 'rmdir'): Promise<Buffer[]> {
     const name = this.name(rawName);
     const path = this.nodes.childPath(h.nodeid, name);
-    await this.call<void>((cb) => this.ops[op]?.(path, cb));
+    await this.call<void>(op, (cb) => this.ops[op]?.(path, cb));
     this.nodes.removed(h.nodeid, name);
     return P.replyOk(h.unique);
   }
@@ -448,10 +449,10 @@ export class KernelSession {
     const to = this.nodes.childPath(newdir, newName);
     if (flags === 0 || !this.ops.rename2) {
       if (flags !== 0) throw new Reply(Errno.EINVAL);
-      if (this.ops.rename2) await this.call<void>((cb) => this.ops.rename2?.(from, to, 0, cb));
-      else await this.call<void>((cb) => this.ops.rename?.(from, to, cb));
+      if (this.ops.rename2) await this.call<void>('rename2', (cb) => this.ops.rename2?.(from, to, 0, cb));
+      else await this.call<void>('rename', (cb) => this.ops.rename?.(from, to, cb));
     } else {
-      await this.call<void>((cb) => this.ops.rename2?.(from, to, flags, cb));
+      await this.call<void>('rename2', (cb) => this.ops.rename2?.(from, to, flags, cb));
     }
     if (flags & P.RENAME_EXCHANGE) this.nodes.exchanged(h.nodeid, oldName, newdir, newName);
     else this.nodes.renamed(h.nodeid, oldName, newdir, newName);
@@ -462,14 +463,14 @@ export class KernelSession {
     const name = this.name(rawName);
     const existing = this.nodes.path(oldnodeid);
     const path = this.nodes.childPath(h.nodeid, name);
-    await this.call<void>((cb) => this.ops.link?.(existing, path, cb));
+    await this.call<void>('link', (cb) => this.ops.link?.(existing, path, cb));
     return this.entryReply(h, h.nodeid, name);
   }
 
   private async open(h: P.RequestHeader, flags: number): Promise<Buffer[]> {
     const path = this.nodes.path(h.nodeid);
     if (this.settings.readOnly && (flags & O_ACCMODE) !== 0) throw new Reply(Errno.EROFS);
-    const fh = await this.call<number>((cb) => this.ops.open?.(path, flags, cb));
+    const fh = await this.call<number>('open', (cb) => this.ops.open?.(path, flags, cb));
     this.opened(fh, h.nodeid, path);
     return P.replyOk(h.unique, P.encodeOpenOut(fh, 0));
   }
@@ -477,14 +478,14 @@ export class KernelSession {
   private async create(h: P.RequestHeader, rawName: Buffer, mode: number, _flags: number): Promise<Buffer[]> {
     const name = this.name(rawName);
     const path = this.nodes.childPath(h.nodeid, name);
-    const fh = await this.call<number>((cb) => this.ops.create?.(path, mode, this.caller(h), cb));
+    const fh = await this.call<number>('create', (cb) => this.ops.create?.(path, mode, this.caller(h), cb));
     this.fileHandles.set(fh, path);
     let st: FuseStat;
     try {
       st = await this.stat(path, fh);
     } catch (err) {
       // The kernel will not release a handle it never got.
-      await this.call<void>((cb) => this.ops.release?.(path, fh, cb)).catch(() => undefined);
+      await this.call<void>('release', (cb) => this.ops.release?.(path, fh, cb)).catch(() => undefined);
       this.fileHandles.delete(fh);
       throw err;
     }
@@ -511,7 +512,7 @@ export class KernelSession {
   }
 
   private async statfs(h: P.RequestHeader): Promise<Buffer[]> {
-    const s = await this.call<FuseStatfs>((cb) => this.ops.statfs?.('/', cb));
+    const s = await this.call<FuseStatfs>('statfs', (cb) => this.ops.statfs?.('/', cb));
     return P.replyOk(
       h.unique,
       P.encodeStatfsOut({
@@ -530,7 +531,7 @@ export class KernelSession {
   private async release(h: P.RequestHeader, fh: number): Promise<Buffer[]> {
     const path = this.filePath(fh, h);
     try {
-      await this.call<void>((cb) => this.ops.release?.(path, fh, cb));
+      await this.call<void>('release', (cb) => this.ops.release?.(path, fh, cb));
     } finally {
       this.closedHandle(fh, h.nodeid);
     }
@@ -539,7 +540,7 @@ export class KernelSession {
 
   private async opendir(h: P.RequestHeader, flags: number): Promise<Buffer[]> {
     const path = this.nodes.path(h.nodeid);
-    if (this.ops.opendir) await this.call<number>((cb) => this.ops.opendir?.(path, flags, cb));
+    if (this.ops.opendir) await this.call<number>('opendir', (cb) => this.ops.opendir?.(path, flags, cb));
     while (this.dirHandles.has(this.nextDirHandle) || this.nextDirHandle === 0) this.nextDirHandle = (this.nextDirHandle + 1) % 2 ** 32;
     const fh = this.nextDirHandle++;
     this.dirHandles.set(fh, { path });
@@ -588,7 +589,7 @@ export class KernelSession {
 
   private async getxattr(h: P.RequestHeader, rawName: Buffer, size: number): Promise<Buffer[]> {
     const path = this.nodes.path(h.nodeid);
-    const value = await this.call<Buffer | null>((cb) => this.ops.getxattr?.(path, rawName.toString(), 0, cb));
+    const value = await this.call<Buffer | null>('getxattr', (cb) => this.ops.getxattr?.(path, rawName.toString(), 0, cb));
     if (!value) throw new Reply(Errno.ENODATA);
     if (size === 0) return P.replyOk(h.unique, P.encodeXattrSize(value.length));
     if (value.length > size) throw new Reply(Errno.ERANGE);
@@ -597,7 +598,7 @@ export class KernelSession {
 
   private async listxattr(h: P.RequestHeader, size: number): Promise<Buffer[]> {
     const path = this.nodes.path(h.nodeid);
-    const names = await this.call<string[]>((cb) => this.ops.listxattr?.(path, cb));
+    const names = await this.call<string[]>('listxattr', (cb) => this.ops.listxattr?.(path, cb));
     const list = Buffer.concat(names.map((n) => Buffer.from(n + '\0')));
     if (size === 0) return P.replyOk(h.unique, P.encodeXattrSize(list.length));
     if (list.length > size) throw new Reply(Errno.ERANGE);
@@ -605,7 +606,7 @@ export class KernelSession {
   }
 
   private async lseek(h: P.RequestHeader, fh: number, offset: number, whence: number): Promise<Buffer[]> {
-    const at = await this.call<number>((cb) => this.ops.lseek?.(this.filePath(fh, h), fh, offset, whence, cb));
+    const at = await this.call<number>('lseek', (cb) => this.ops.lseek?.(this.filePath(fh, h), fh, offset, whence, cb));
     return P.replyOk(h.unique, P.encodeLseekOut(at));
   }
 }
