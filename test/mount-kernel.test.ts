@@ -169,3 +169,63 @@ test.serial('the mount speaks the protocol itself: fuse.darefs, the log names th
     kernel,
   );
 });
+
+const NOBODY = 65534;
+const AS_NOBODY = ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--'];
+
+test.serial('a second uid through an --allow-other mount: rename2, fallocate and odd names are checked as any write is', async (t) => {
+  t.timeout(90_000);
+  await requirePrograms('setpriv', 'python3');
+  await withMasterMount(
+    t,
+    async (m) => {
+      const p = (n: string): string => path.join(m.mountpoint, n);
+      // root's files in root's directory; nobody owns only `home`.
+      await fsp.chmod(m.root, 0o755);
+      await fsp.chmod(m.mountpoint, 0o755);
+      await fsp.writeFile(p('secret'), 'root only', { mode: 0o600 });
+      await fsp.writeFile(p('public'), 'world readable', { mode: 0o644 });
+      await fsp.mkdir(p('home'));
+      await fsp.chown(p('home'), NOBODY, NOBODY);
+      const py = [
+        'import ctypes, os, sys',
+        'libc = ctypes.CDLL(None, use_errno=True)',
+        'def rn(a, b, f):',
+        '  r = libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), f)',
+        "  return 'ok' if r == 0 else str(ctypes.get_errno())",
+        'def fa(f, mode, off, n):',
+        '  try:',
+        '    fd = os.open(f, os.O_RDONLY)',
+        '    os.posix_fallocate(fd, off, n) if mode == 0 else None',
+        "    return 'ok'",
+        '  except OSError as e:',
+        '    return str(e.errno)',
+        'def mk(d, name):',
+        '  try:',
+        '    os.close(os.open(os.path.join(os.fsencode(d), name), os.O_CREAT | os.O_WRONLY, 0o600))',
+        "    return 'ok'",
+        '  except OSError as e:',
+        '    return str(e.errno)',
+        'm = sys.argv[1]',
+        "j = lambda *a: os.path.join(m, *a)",
+        "print(rn(j('home/mine'), j('secret'), 2) if open(j('home/mine'), 'w').write('x') or True else '')",
+        "print(rn(j('public'), j('home/taken'), 1))",
+        "print(fa(j('public'), 0, 0, 1 << 20))",
+        "print(mk(j('home'), b'bad\\xff\\xfe'))",
+      ].join('\n');
+      // Debian's python3 (test-deps), not a per-user shim nobody cannot run.
+      const res = await runOk(AS_NOBODY[0], [...AS_NOBODY.slice(1), '/usr/bin/python3', '-c', py, m.mountpoint]);
+      const [exchange, noreplace, falloc, badName] = res.stdout.trim().split('\n');
+      t.is(exchange, '13', 'RENAME_EXCHANGE with root\'s file in root\'s directory: EACCES');
+      t.is(noreplace, '13', 'RENAME_NOREPLACE out of root\'s directory: EACCES');
+      t.is(falloc, '9', 'fallocate through a read-only descriptor: EBADF');
+      t.is(badName, '22', 'a name that is not UTF-8: EINVAL, nothing made');
+      t.is(await fsp.readFile(p('secret'), 'utf8'), 'root only');
+      t.is((await fsp.stat(p('secret'))).size, 9);
+      t.is((await fsp.stat(p('public'))).size, 14);
+      t.deepEqual((await fsp.readdir(p('home'))).sort(), ['mine']);
+      t.deepEqual(fs.readdirSync(path.join(m.cipherDir, 'home')).sort(), ['mine']);
+    },
+    { extra: () => ['--transport', 'kernel', '--allow-other'], stopTimeoutMs: 5000 },
+  );
+});
