@@ -229,3 +229,32 @@ test.serial('a second uid through an --allow-other mount: rename2, fallocate and
     { extra: () => ['--transport', 'kernel', '--allow-other'], stopTimeoutMs: 5000 },
   );
 });
+
+test.serial('fchmod and futimens through a handle reach the file the handle is open on, after a rename gave its old path to another file', async (t) => {
+  t.timeout(60_000);
+  await withMasterMount(
+    t,
+    async (m) => {
+      const p = (n: string): string => path.join(m.mountpoint, n);
+      await fsp.mkdir(p('d1'));
+      await fsp.writeFile(p('d1/f'), 'opened');
+      const fh = await fsp.open(p('d1/f'), 'r+');
+      try {
+        await fsp.rename(p('d1'), p('d2'));
+        await fsp.mkdir(p('d1'));
+        await fsp.writeFile(p('d1/f'), 'newcomer', { mode: 0o600 });
+        await fh.chmod(0o640);
+        await fh.utimes(1_000_000, 1_000_000);
+      } finally {
+        await fh.close();
+      }
+      const opened = await statOf(p('d2/f'));
+      const newcomer = await statOf(p('d1/f'));
+      t.is(opened.mode, '640');
+      t.is(newcomer.mode, '600', 'the file now at the old path is untouched');
+      t.is((await fsp.stat(p('d2/f'))).mtimeMs, 1_000_000_000);
+      t.not((await fsp.stat(p('d1/f'))).mtimeMs, 1_000_000_000);
+    },
+    kernel,
+  );
+});

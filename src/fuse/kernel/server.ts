@@ -375,7 +375,16 @@ export class KernelSession {
 
   private async setattr(h: P.RequestHeader, req: Extract<P.Request, { kind: 'setattr' }>): Promise<Buffer[]> {
     const fh = req.fh !== undefined && this.fileHandles.has(req.fh) ? req.fh : undefined;
-    const path = fh !== undefined ? (this.fileHandles.get(fh) as string) : this.nodes.path(h.nodeid);
+    // The node's name as it is now: a handle's path is where the file was opened, and a rename of
+    // it or of a directory above may have given that path to another file since (fchmod, futimens
+    // arrive with the handle). A file with no name left is reached by its handle alone.
+    let path: string;
+    try {
+      path = this.nodes.path(h.nodeid);
+    } catch (err) {
+      if (fh === undefined) throw err;
+      path = this.fileHandles.get(fh) as string;
+    }
     const ops = this.ops;
     if (req.mode !== undefined) {
       const mode = req.mode;
