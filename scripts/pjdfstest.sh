@@ -190,26 +190,40 @@ for l in lines:
     m = re.match(r'Files=(\d+), Tests=(\d+)', l)
     if m:
         total = (int(m.group(1)), int(m.group(2)))
-failed = {}          # file -> (wstat, failed count, list text, other problems)
+# prove's report lists every file with something to say: failures, a bad plan, a non-zero exit
+# (a timeout: 124 or 137 in the wait status), or only TODO tests that passed (not a failure).
+report = {}          # file -> [wstat, failed count, failed list, other problems]
 cur = None
+field = None
 in_report = False
 for l in lines:
     if l.startswith('Test Summary Report'):
         in_report = True
         continue
-    if not in_report:
+    if not in_report or l.startswith('---'):
         continue
-    m = re.match(r'^(\S+\.t) \(Wstat: (\d+).*?Tests: (\d+) Failed: (\d+)\)', l)
+    if l.startswith('Files='):
+        break
+    m = re.match(r'^(\S+\.t)\s+\(Wstat: (\d+).*?Tests: (\d+) Failed: (\d+)\)', l)
     if m:
         cur = rel(m.group(1))
-        failed[cur] = [int(m.group(2)), int(m.group(4)), '', []]
+        report[cur] = [int(m.group(2)), int(m.group(4)), '', []]
+        field = None
         continue
-    if cur and l.startswith('  Failed tests:'):
-        failed[cur][2] = l.split(':', 1)[1].strip()
-    elif cur and l.startswith('    ') and re.match(r'^\s+[\d, -]+$', l) and failed[cur][2]:
-        failed[cur][2] += ' ' + l.strip()
-    elif cur and l.startswith('  ') and l.strip():
-        failed[cur][3].append(l.strip())
+    if cur is None:
+        continue
+    m = re.match(r'^  (\S[^:]*):\s*(.*)$', l)
+    if m:
+        field = m.group(1)
+        if field in ('Failed test', 'Failed tests'):
+            report[cur][2] = m.group(2).strip()
+        elif field != 'TODO passed':
+            report[cur][3].append(l.strip())
+    elif l.startswith('    ') and field in ('Failed test', 'Failed tests'):
+        report[cur][2] += ', ' + l.strip()
+    elif l.startswith('    ') and field != 'TODO passed' and l.strip():
+        report[cur][3].append(l.strip())
+failed = {f: v for f, v in report.items() if v[0] or v[1] or v[3]}
 # 'not ok' lines per file, from the verbose part of the log.
 notok = {}
 cur = None
@@ -225,6 +239,11 @@ print(f'pjdfstest on darefs --transport {transport}' if transport != 'gocryptfs'
 if total:
     print(f'files: {len(failed)} of {total[0]} failed')
     print(f'subtests: {failed_subtests} of {total[1]} failed')
+    # A file cut short (timeout, crash) does not count what it never ran.
+    unrun = sum(int(m.group(1)) - int(m.group(2)) for v in failed.values() for o in v[3]
+                for m in [re.search(r'planned (\d+) tests but ran (\d+)', o)] if m)
+    if unrun:
+        print(f'subtests planned but never run: {unrun}')
 else:
     print('files: prove did not finish (no Files= line): see the prove log')
 print(f'daemon alive at the end: {alive}')
@@ -238,7 +257,8 @@ for f in sorted(failed):
 print()
 for f in sorted(notok):
     for l in notok[f]:
-        print(f'{f}: {l}')
+        # symlink/03's 1 KiB paths: whole in the prove log.
+        print(f'{f}: {l if len(l) <= 400 else l[:400] + " ..."}')
 PY
 cat "$out"
 echo "pjdfstest.sh: results in $out (prove exit $prove_rc)" >&2
