@@ -270,14 +270,21 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     truncate(path, size, cb) {
       run('truncate', path, cb, async () => {
         const cipherPath = guardChange(path, path);
-        await volume.withFile(cipherPath, path, (file) => file.truncate(size));
+        // Sealed now, not at the last close: the attributes answered for this truncate (and
+        // cached by the kernel) must carry the cipher inode's new size, mtime and ctime.
+        await volume.withFile(cipherPath, path, async (file) => {
+          await file.truncate(size);
+          await file.flush();
+        });
       });
     },
 
     ftruncate(path, fd, size, cb) {
       run('ftruncate', path, cb, () => {
         if (volume.readOnly) throw new ReadOnlyError(path);
-        return handle(fd).file.truncate(size);
+        const file = handle(fd).file;
+        // Sealed now, as truncate does: the times answered must be the new ones.
+        return file.truncate(size).then(() => file.flush());
       });
     },
 
