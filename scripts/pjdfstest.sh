@@ -14,10 +14,12 @@
 # Env: PJD_CACHE (default /var/cache/darefs-pjdfstest): where pjdfstest is built, once;
 #      PJD_GIT: a git dir of pjd/pjdfstest to build from (default: the first of
 #      /work/.mirror/pjd+pjdfstest/repo, else a clone of https://github.com/pjd/pjdfstest);
-#      PJD_ROOT (default /tmp/darefs-pjdfstest); PJD_IMAGE_MB (default 512).
+#      PJD_ROOT (default /tmp/darefs-pjdfstest); PJD_IMAGE_MB (default 3072).
 #
 # The cipher directory sits on a loop-mounted ext4 image of PJD_IMAGE_MB so that a runaway write
-# fills that image, not the machine's disk. The mount is --allow-other because pjdfstest switches
+# fills that image, not the machine's disk. 3 GiB because open/25.t writes one byte past 2 GiB and
+# a sealed file has no holes: its 2 GiB of zeros take 2 GiB of disk (the sparse image file only
+# takes what is written). The mount is --allow-other because pjdfstest switches
 # to other uids for its permission tests; it runs from inside the mount because it tests the cwd.
 # Whatever happens, the mount is unmounted, the daemon stopped and the loop device detached.
 set -euo pipefail
@@ -49,7 +51,7 @@ esac
 
 cache=${PJD_CACHE:-/var/cache/darefs-pjdfstest}
 root=${PJD_ROOT:-/tmp/darefs-pjdfstest}
-image_mb=${PJD_IMAGE_MB:-512}
+image_mb=${PJD_IMAGE_MB:-3072}
 out=${out:-$root/results-$transport.txt}
 work=$root/work-$transport
 lower=$work/lower
