@@ -2,13 +2,14 @@
 # POSIX conformance of a darefs mount with pjdfstest (outside CI: root only, several minutes).
 #
 # Usage: scripts/pjdfstest.sh [--transport kernel|fuse-native|gocryptfs] [--out FILE]
-#                             [--timeout SECONDS] [TEST...]
+#                             [--timeout SECONDS] [--total-timeout SECONDS] [TEST...]
 #   --transport  how darefs serves the mount (default kernel); 'gocryptfs' runs the suite on a
 #                gocryptfs mount instead, as the reference on this machine
 #   --out        results file (default $PJD_ROOT/results-TRANSPORT.txt): counts, then every
 #                failing file with its failing subtest numbers, then each 'not ok' line; prove's
 #                whole output and the daemon log are kept beside it (FILE.prove.log, FILE.daemon.log)
 #   --timeout    seconds one .t file may take before it is killed (default 300)
+#   --total-timeout  seconds the whole run may take (default 3600; a whole run takes ~4 minutes)
 #   TEST         .t files or directories relative to pjdfstest's tests/ (e.g. rename/00.t, link);
 #                default: all of them
 # Env: PJD_CACHE (default /var/cache/darefs-pjdfstest): where pjdfstest is built, once;
@@ -28,6 +29,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 transport=kernel
 out=
 per_file_timeout=300
+total_timeout=3600
 tests=()
 while (($#)); do
   case $1 in
@@ -37,6 +39,8 @@ while (($#)); do
     --out=*) out=${1#*=}; shift ;;
     --timeout) per_file_timeout=${2:?--timeout needs seconds}; shift 2 ;;
     --timeout=*) per_file_timeout=${1#*=}; shift ;;
+    --total-timeout) total_timeout=${2:?--total-timeout needs seconds}; shift 2 ;;
+    --total-timeout=*) total_timeout=${1#*=}; shift ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     -*) echo "pjdfstest.sh: unknown option $1" >&2; exit 2 ;;
     *) tests+=("$1"); shift ;;
@@ -47,6 +51,7 @@ case $transport in
   *) echo "pjdfstest.sh: --transport must be kernel, fuse-native or gocryptfs, not '$transport'" >&2; exit 2 ;;
 esac
 [[ $per_file_timeout =~ ^[1-9][0-9]*$ ]] || { echo "pjdfstest.sh: --timeout must be a whole number of seconds" >&2; exit 2; }
+[[ $total_timeout =~ ^[1-9][0-9]*$ ]] || { echo "pjdfstest.sh: --total-timeout must be a whole number of seconds" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "pjdfstest.sh: run as root (pjdfstest changes owners and uids)" >&2; exit 2; }
 
 cache=${PJD_CACHE:-/var/cache/darefs-pjdfstest}
@@ -101,6 +106,9 @@ fi
 
 daemon_pid=
 loopdev=
+# From /proc/mounts, not mountpoint(1): a FUSE mount whose daemon is gone answers ENOTCONN to the
+# stat mountpoint makes, and would be left mounted.
+mounted() { awk -v d="$1" '$2 == d { found = 1 } END { exit !found }' /proc/mounts; }
 cleanup() {
   set +e
   cd /
@@ -109,22 +117,23 @@ cleanup() {
     for _ in $(seq 100); do kill -0 "$daemon_pid" 2> /dev/null || break; sleep 0.1; done
     kill -KILL "$daemon_pid" 2> /dev/null
   fi
-  if mountpoint -q "$mnt" 2> /dev/null; then umount "$mnt" 2> /dev/null || umount -l "$mnt"; fi
-  if mountpoint -q "$lower" 2> /dev/null; then umount "$lower" 2> /dev/null || umount -l "$lower"; fi
+  if mounted "$mnt"; then umount "$mnt" 2> /dev/null || umount -l "$mnt"; fi
+  if mounted "$lower"; then umount "$lower" 2> /dev/null || umount -l "$lower"; fi
   [[ -n $loopdev ]] && losetup -d "$loopdev" 2> /dev/null
   [[ -f $prove_log ]] && cp "$prove_log" "$out.prove.log"
   [[ -f $log ]] && cp "$log" "$out.daemon.log"
-  rm -rf "$work"
+  # Never through a mount that is somehow still there.
+  rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 # A run killed hard last time leaves its mounts and loop device: clear them first.
 if [[ -d $work ]]; then
-  mountpoint -q "$mnt" 2> /dev/null && umount -l "$mnt"
-  mountpoint -q "$lower" 2> /dev/null && umount -l "$lower"
+  if mounted "$mnt"; then umount -l "$mnt"; fi
+  if mounted "$lower"; then umount -l "$lower"; fi
   for dev in $(losetup -j "$img" -O NAME -n 2> /dev/null); do losetup -d "$dev"; done
-  rm -rf "$work"
+  rm -rf --one-file-system "$work"
 fi
 mkdir -p "$work" "$lower" "$mnt" "$(dirname "$out")"
 chmod 0755 "$root" "$work" "$mnt"
@@ -173,9 +182,10 @@ else
 fi
 
 echo "pjdfstest.sh: running pjdfstest on $transport ($(date -u +%T)); log in $prove_log" >&2
-# Each .t file runs under timeout: a hung operation fails that file (Wstat 124/137), not the run.
+# Each .t file runs under timeout: a hung operation fails that file (Wstat 124/137), not the run;
+# the whole run has a deadline too (then the summary says prove did not finish).
 set +e
-(cd "$mnt" && prove -r -v --timer --exec "timeout -k 10 $per_file_timeout /bin/sh" "${targets[@]}") > "$prove_log" 2>&1
+(cd "$mnt" && timeout -k 30 "$total_timeout" prove -r -v --timer --exec "timeout -k 10 $per_file_timeout /bin/sh" "${targets[@]}") > "$prove_log" 2>&1
 prove_rc=$?
 set -e
 alive=yes
