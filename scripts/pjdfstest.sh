@@ -2,7 +2,8 @@
 # POSIX conformance of a darefs mount with pjdfstest (outside CI: root only, several minutes).
 #
 # Usage: scripts/pjdfstest.sh [--transport kernel|fuse-native|gocryptfs] [--out FILE]
-#                             [--timeout SECONDS] [--total-timeout SECONDS] [TEST...]
+#                             [--timeout SECONDS] [--total-timeout SECONDS] [--mount-arg ARG]...
+#                             [TEST...]
 #   --transport  how darefs serves the mount (default kernel); 'gocryptfs' runs the suite on a
 #                gocryptfs mount instead, as the reference on this machine
 #   --out        results file (default $PJD_ROOT/results-TRANSPORT.txt): counts, then every
@@ -10,6 +11,7 @@
 #                whole output and the daemon log are kept beside it (FILE.prove.log, FILE.daemon.log)
 #   --timeout    seconds one .t file may take before it is killed (default 300)
 #   --total-timeout  seconds the whole run may take (default 3600; a whole run takes ~4 minutes)
+#   --mount-arg  one more argument for 'darefs mount' (e.g. --writeback-cache); repeatable
 #   TEST         .t files or directories relative to pjdfstest's tests/ (e.g. rename/00.t, link);
 #                default: all of them
 # Env: PJD_CACHE (default /var/cache/darefs-pjdfstest): where pjdfstest is built, once;
@@ -30,6 +32,7 @@ transport=kernel
 out=
 per_file_timeout=300
 total_timeout=3600
+mount_args=()
 tests=()
 while (($#)); do
   case $1 in
@@ -41,6 +44,8 @@ while (($#)); do
     --timeout=*) per_file_timeout=${1#*=}; shift ;;
     --total-timeout) total_timeout=${2:?--total-timeout needs seconds}; shift 2 ;;
     --total-timeout=*) total_timeout=${1#*=}; shift ;;
+    --mount-arg) mount_args+=("${2:?--mount-arg needs a value}"); shift 2 ;;
+    --mount-arg=*) mount_args+=("${1#*=}"); shift ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     -*) echo "pjdfstest.sh: unknown option $1" >&2; exit 2 ;;
     *) tests+=("$1"); shift ;;
@@ -50,6 +55,7 @@ case $transport in
   kernel | fuse-native | gocryptfs) ;;
   *) echo "pjdfstest.sh: --transport must be kernel, fuse-native or gocryptfs, not '$transport'" >&2; exit 2 ;;
 esac
+if [[ $transport == gocryptfs ]] && ((${#mount_args[@]})); then echo "pjdfstest.sh: --mount-arg is for darefs, not gocryptfs" >&2; exit 2; fi
 [[ $per_file_timeout =~ ^[1-9][0-9]*$ ]] || { echo "pjdfstest.sh: --timeout must be a whole number of seconds" >&2; exit 2; }
 [[ $total_timeout =~ ^[1-9][0-9]*$ ]] || { echo "pjdfstest.sh: --total-timeout must be a whole number of seconds" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "pjdfstest.sh: run as root (pjdfstest changes owners and uids)" >&2; exit 2; }
@@ -162,7 +168,7 @@ if [[ $transport == gocryptfs ]]; then
   daemon_pid=$!
 else
   node "$repo/dist/src/cli/main.js" init -q --passfile "$work/pass" "$lower/cipher"
-  node "$repo/dist/src/cli/main.js" mount -f --allow-other --transport "$transport" \
+  node "$repo/dist/src/cli/main.js" mount -f --allow-other --transport "$transport" "${mount_args[@]}" \
     --passfile "$work/pass" "$lower/cipher" "$mnt" > "$log" 2>&1 &
   daemon_pid=$!
 fi
@@ -192,7 +198,7 @@ alive=yes
 kill -0 "$daemon_pid" 2> /dev/null || alive="no (it exited during the run: see the daemon log)"
 
 # The summary: prove's report, with names relative to tests/ and the 'not ok' lines of each file.
-python3 - "$prove_log" "$pjd/tests/" "$transport" "$alive" > "$out" << 'PY'
+python3 - "$prove_log" "$pjd/tests/" "$transport${mount_args[*]:+ ${mount_args[*]}}" "$alive" > "$out" << 'PY'
 import re, sys
 log, prefix, transport, alive = sys.argv[1:]
 lines = open(log, errors='replace').read().splitlines()
