@@ -7,7 +7,7 @@
 #   randwrite_4k  4 KiB random write, depth 1, O_DIRECT
 # (page-aligned buffers: an unaligned one splits each direct request in two or more).
 # Prints the median per row and transport, the ratio kernel / fuse-native, µs per request for the
-# 4 KiB rows, and the daemon's peak RSS.
+# 4 KiB rows, and the daemon's peak RSS during each row.
 #
 # Usage (root, after npm run build): scripts/bench-null-transports.sh
 # Env: ROUNDS (default 3), RUNTIME seconds per fio job (default 5), TESTS (default all four),
@@ -59,18 +59,18 @@ for ((r = 0; r < rounds; r++)); do
     for _ in $(seq 300); do mountpoint -q "$mnt" && break; sleep 0.1; done
     mountpoint -q "$mnt" || { cat "$root/out-$tr" >&2; exit 1; }
     for t in "${tests[@]}"; do
+      echo 5 > "/proc/$pid/clear_refs"  # resets VmHWM: the peak of this test alone
       # shellcheck disable=SC2046
       json=$(fio $(fio_args "$t"))
       python3 -c '
 import json, sys
 j = json.loads(sys.stdin.read())["jobs"][0]
 d = j["read"] if j["read"]["io_bytes"] else j["write"]
-print("%s\t%s\t%s\t%.1f\t%.1f" % (sys.argv[1], sys.argv[2], sys.argv[3], d["iops"], d["bw_bytes"] / 1e6))
-' "$r" "$tr" "$t" <<< "$json" >> "$results"
+hwm = [int(l.split()[1]) for l in open("/proc/%s/status" % sys.argv[4]) if l.startswith("VmHWM")][0]
+print("%s\t%s\t%s\t%.1f\t%.1f\t%d" % (sys.argv[1], sys.argv[2], sys.argv[3], d["iops"], d["bw_bytes"] / 1e6, hwm))
+' "$r" "$tr" "$t" "$pid" <<< "$json" >> "$results"
       tail -1 "$results" >&2
     done
-    rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-    printf '%s\t%s\tpeak_rss\t%s\t0\n' "$r" "$tr" "$rss" >> "$results"
     kill -TERM "$pid"
     wait "$pid" 2> /dev/null || true
     pid=
@@ -82,12 +82,10 @@ python3 - "$results" << 'PY'
 import statistics, sys
 rows = [l.rstrip('\n').split('\t') for l in open(sys.argv[1])]
 iops, mbs, rss = {}, {}, {}
-for r, tr, t, a, b in rows:
-    if t == 'peak_rss':
-        rss.setdefault(tr, []).append(int(a))
-    else:
-        iops.setdefault((tr, t), []).append(float(a))
-        mbs.setdefault((tr, t), []).append(float(b))
+for r, tr, t, a, b, hwm in rows:
+    iops.setdefault((tr, t), []).append(float(a))
+    mbs.setdefault((tr, t), []).append(float(b))
+    rss.setdefault((tr, t), []).append(int(hwm))
 trs = sorted({k[0] for k in iops}, key=lambda s: s != 'kernel')
 tests = list(dict.fromkeys(k[1] for k in iops))
 med = statistics.median
@@ -98,13 +96,12 @@ for t in tests:
     for tr in trs:
         if t.endswith('_4k'):
             v = med(iops[(tr, t)]); vals.append(v)
-            cells.append('%.0f IOPS (%.1f µs/req)' % (v, 1e6 / v))
+            cells.append('%.0f IOPS (%.1f µs/req), %.0f MiB' % (v, 1e6 / v, max(rss[(tr, t)]) / 1024))
         else:
             v = med(mbs[(tr, t)]); vals.append(v)
-            cells.append('%.0f MB/s' % v)
+            cells.append('%.0f MB/s, %.0f MiB' % (v, max(rss[(tr, t)]) / 1024))
     ratio = ' | %.2f×' % (vals[0] / vals[1]) if len(vals) == 2 else ''
     print(f'| {t} | ' + ' | '.join(cells) + ratio + ' |')
-print('| daemon peak RSS (max) | ' + ' | '.join('%.0f MiB' % (max(rss[tr]) / 1024) for tr in trs) + (' | |' if len(trs) == 2 else ' |'))
 n = len(next(iter(iops.values())))
-print(f'\n{n} rounds, medians; raw: {sys.argv[1]}')
+print(f'\n{n} rounds, medians; MiB: the daemon\'s peak RSS during that row (largest of the rounds); raw: {sys.argv[1]}')
 PY
