@@ -24,9 +24,10 @@
  *   are), which bounds what the reader holds to (POOL_KEEP + POOL_LENT) * bufferSize.
  * - A lent buffer comes back only after V8 has collected its Buffer, and V8 collects when the
  *   external memory it knows of has grown by ~64 MiB. Reporting each lent buffer once more with
- *   napi_adjust_external_memory (on top of V8's own count of the backing store) halves that, so
- *   ~32 buffers are out at most, which keeps a daemon under a stream of 1 MiB writes below
- *   100 MiB RSS (without it: 110-120 MiB, for no clear gain in throughput).
+ *   napi_adjust_external_memory (on top of V8's own count of the backing store) halves that to
+ *   ~32 buffers; POOL_LENT 24 and POOL_KEEP 2 then keep the null file system under a stream of
+ *   1 MiB writes at 88-90 MiB RSS (without the report: 110-120 MiB; 32 lent, 4 idle: 99-105 MiB;
+ *   no clear difference in throughput between them on a loaded 2-core machine).
  * - Requests are queued under a mutex and the JS thread is woken with one uv_async_send; libuv
  *   coalesces wake-ups, so JS gets everything queued since its last wake-up as one batch.
  * - JS is called through napi_make_callback, so promises and nextTicks queued by onBatch run when
@@ -58,9 +59,9 @@
 /* The smallest buffer /dev/fuse accepts (FUSE_MIN_READ_BUFFER). */
 #define MIN_BUFFER 8192
 /* Idle read buffers a reader keeps for reuse. */
-#define POOL_KEEP 4
+#define POOL_KEEP 2
 /* Read buffers that may be in JS's hands at once; beyond that, large requests are copied out. */
-#define POOL_LENT 32
+#define POOL_LENT 24
 
 static const char *errno_code(int e) {
   switch (e) {
