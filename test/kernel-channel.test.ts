@@ -14,7 +14,10 @@ import * as readline from 'node:readline';
 import { Channel, closeMount, FuseChannelError, loadFuseAddon, openMount } from '../src/fuse/kernel/channel';
 import { findMount } from '../src/fuse/mountpoint';
 import { assertNoFuseMountsLeft, cleanupLeftovers, killAndLazyUnmount, makeTestDirs, type MountDirs } from './helpers/mount';
-import { OP, serveNull } from './helpers/fuse-null';
+import { MAX_WRITE, OP, serveNull, WRITE_HEADER } from './helpers/fuse-null';
+import { randomBytes } from 'node:crypto';
+import * as v8 from 'node:v8';
+import * as vm from 'node:vm';
 
 const ENODEV = os.constants.errno.ENODEV;
 const EPERM = os.constants.errno.EPERM;
@@ -232,6 +235,64 @@ for (const mode of ['idle-ref', 'idle-unref'] as const) {
     }
   });
 }
+
+/** A full garbage collection, so that the reader gets back the buffers of dropped requests. */
+function collectGarbage(): void {
+  v8.setFlagsFromString('--expose-gc');
+  (vm.runInNewContext('gc') as () => void)();
+}
+
+test.serial('1 MiB WRITE requests kept by JS stay intact while the reader reuses the buffers of dropped ones, and past the lending bound', async (t) => {
+  t.timeout(120_000);
+  let channel: Channel | undefined;
+  const dirs = await dirsFor(t, () => channel?.close());
+  const MiB = 1 << 20;
+  // Distinct bytes everywhere, so that a request read into a buffer JS still holds shows.
+  const source = randomBytes(96 * MiB);
+  const sourceFile = path.join(dirs.root, 'source');
+  await fsp.writeFile(sourceFile, source);
+  const { fd } = await openMount(req(dirs.mountpoint));
+  channel = new Channel(fd);
+  // Round 0 keeps every WRITE (more than the reader lends at once: the rest are copies); later
+  // rounds keep every other one and collect the rest, whose buffers are then read into again.
+  let round = 0;
+  let seen = 0;
+  const server = serveNull(channel, (r) => r.readUInt32LE(4) === OP.WRITE && (round === 0 || seen++ % 2 === 0));
+  await within(server.initDone, 10_000, 'INIT');
+  const rounds = [
+    { skip: 0, count: 48 },
+    { skip: 48, count: 16 },
+    { skip: 64, count: 16 },
+    { skip: 80, count: 16 },
+  ];
+  for (const [i, { skip, count }] of rounds.entries()) {
+    round = i;
+    collectGarbage();
+    const dd = await run('dd', [`if=${sourceFile}`, `of=${path.join(dirs.mountpoint, 'f')}`, 'bs=1M', `skip=${skip}`, `seek=${skip}`, `count=${count}`, 'conv=notrunc', 'status=none']);
+    t.true(dd.ok, dd.out);
+  }
+  collectGarbage();
+  await new Promise((resolve) => setImmediate(resolve)); // finalizers run from an immediate
+
+  const writes = server.opcodes.filter((op) => op === OP.WRITE).length;
+  t.true(writes >= 96, `${writes} WRITE requests`);
+  t.true(server.kept.length >= 48 + 24, `${server.kept.length} kept`);
+  let large = 0;
+  for (const { req, copy } of server.kept) {
+    t.true(req.equals(copy), `WRITE ${copy.readBigUInt64LE(8)} changed after its batch`);
+    const offset = Number(req.readBigUInt64LE(40 + 8));
+    const size = req.readUInt32LE(40 + 16);
+    t.is(req.length, WRITE_HEADER + size);
+    t.true(req.subarray(WRITE_HEADER).equals(source.subarray(offset, offset + size)), `WRITE at ${offset} holds other bytes`);
+    if (size === MAX_WRITE) large++;
+  }
+  t.true(large >= 48, `${large} requests of 1 MiB`);
+  t.deepEqual(server.writeErrors, []);
+  await closeMount(dirs.mountpoint, { lazy: false });
+  t.is(await within(server.ended, 10_000, 'onEnd after unmount'), ENODEV);
+  channel.close();
+  channel = undefined;
+});
 
 /** Why a user cannot mount FUSE here, or undefined when the test can run. */
 async function whyNoUserMounts(): Promise<string | undefined> {
