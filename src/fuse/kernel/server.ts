@@ -57,6 +57,9 @@ class Reply extends Error {
 const S_IFMT = 0o170000;
 /** What libfuse reports as d_ino when it does not know the inode (FUSE_UNKNOWN_INO). */
 const UNKNOWN_INO = 0xffffffff;
+/** READ buffers: as large as the largest request; a few kept for reuse. */
+const READ_POOL_SIZE = 1 << 20;
+const READ_POOL_KEEP = 4;
 const S_IFDIR = 0o040000;
 const O_ACCMODE = 3;
 
@@ -77,6 +80,7 @@ export class KernelSession {
   /** Node -> its open handles: how a file whose every name is gone is still reached (fstat). */
   private readonly nodeHandles = new Map<number, Set<number>>();
   private readonly dirHandles = new Map<number, DirHandle>();
+  private readonly readBuffers: Buffer[] = [];
   private nextDirHandle = 1;
   /** Requests being served, for INTERRUPT (we let them finish: every operation is short or must complete). */
   readonly stats = { requests: 0, errors: 0 };
@@ -503,12 +507,30 @@ export class KernelSession {
     return P.replyOk(h.unique, [P.encodeEntryOut(this.entry(nodeid, st), this.minor), P.encodeOpenOut(fh, 0)]);
   }
 
-  private read(h: P.RequestHeader, fh: number, offset: number, size: number): Promise<Buffer[]> {
-    const buffer = Buffer.allocUnsafe(size);
+  /**
+   * READ into a buffer from a small pool: the reply is written (copied into the kernel) before
+   * the buffer goes back, so a stream of 1 MiB reads reuses a few buffers instead of leaving one
+   * per request to the garbage collector.
+   */
+  private read(h: P.RequestHeader, fh: number, offset: number, size: number): Promise<undefined> {
+    const buffer = this.readBuffers.pop() ?? Buffer.allocUnsafeSlow(Math.max(size, READ_POOL_SIZE));
     const path = this.filePath(fh, h);
-    return new Promise<Buffer[]>((resolve, reject) => {
-      if (!this.ops.read) return reject(new Reply(Errno.ENOSYS));
-      this.ops.read(path, fh, buffer, size, offset, (n) => (n < 0 ? reject(new Reply(n)) : resolve(P.replyOk(h.unique, buffer.subarray(0, n)))));
+    const giveBack = (): void => {
+      if (buffer.length >= READ_POOL_SIZE && this.readBuffers.length < READ_POOL_KEEP) this.readBuffers.push(buffer);
+    };
+    return new Promise<undefined>((resolve, reject) => {
+      const read = this.ops.read;
+      if (!read) return reject(new Reply(Errno.ENOSYS));
+      read(path, fh, buffer.subarray(0, size), size, offset, (n) => {
+        if (n < 0) {
+          giveBack();
+          reject(new Reply(n));
+          return;
+        }
+        this.send(P.replyOk(h.unique, buffer.subarray(0, n)));
+        giveBack();
+        resolve(undefined);
+      });
     });
   }
 
