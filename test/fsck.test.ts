@@ -31,7 +31,7 @@ interface FsckJson {
   clean: boolean;
   journal: { pendingPackages: number; pendingFiles: string[]; replayedPackages: number; replayedFiles: string[]; discarded: boolean; torn: boolean };
   counts: { files: number; ok: number; bad: number; packages: number; badPackages: number; temp: number };
-  files: Array<{ path: string; status: string; problems: Array<{ index: number; error: string }>; removed?: boolean }>;
+  files: Array<{ path: string; status: string; problems: Array<{ index: number; error: string }>; removed?: boolean; repaired?: boolean }>;
 }
 
 async function fsckJson(t: ExecutionContext, dirs: MountDirs, ...args: string[]): Promise<{ code: number | null; report: FsckJson }> {
@@ -120,7 +120,7 @@ test.serial('a clean volume: exit 0, JSON counts; refused while mounted unless -
   });
 });
 
-test.serial('every kind of problem is named by file (and package); --repair only removes temporary files', async (t) => {
+test.serial('every kind of problem is named by file (and package); --repair only removes temporary files and empties files shorter than a prefix', async (t) => {
   const dirs = await makeTestDirs();
   t.teardown(() => fsp.rm(dirs.root, { recursive: true, force: true }));
   await initMasterVolume(dirs);
@@ -181,7 +181,41 @@ test.serial('every kind of problem is named by file (and package); --repair only
   t.is(repaired.code, 6, 'still damaged: --repair guesses nothing');
   t.true(repaired.report.files.find((f) => f.status === 'temp')?.removed);
   t.false(fs.existsSync(path.join(c, 'sub', `${TEMP_PREFIX}0123abcd`)));
+  // Less than a prefix holds no content: --repair makes it an empty file, and touches nothing else.
+  t.like(repaired.report.files.find((f) => f.path === 'short.bin'), { status: 'empty', repaired: true });
+  t.is(fs.statSync(path.join(c, 'short.bin')).size, 0);
+  before.delete('short.bin');
   for (const [name, digest] of before) t.is(sha256(await fsp.readFile(path.join(c, name))), digest, `${name} untouched`);
+});
+
+test.serial('a 0-byte cipher file (a create whose prefix a crash lost): fsck notes it (exit 0); the mount shows an empty file that takes writes', async (t) => {
+  await withMount(
+    t,
+    masterMount(),
+    async (m) => {
+      const file = path.join(m.mountpoint, 'zero.bin');
+      t.is((await fsp.stat(file)).size, 0);
+      t.is((await fsp.readFile(file)).length, 0, 'reads as empty, not EIO');
+      t.notRegex(m.output(), /zero\.bin/, 'nothing logged about it');
+      await fsp.appendFile(file, 'now it has content');
+      t.is((await fsp.readFile(file)).toString(), 'now it has content');
+      await stopCleanly(t, m);
+      const after = await fsckJson(t, m);
+      t.is(after.code, 0);
+      t.deepEqual(after.report.files.map((f) => [f.path, f.status]), [['zero.bin', 'ok']]);
+    },
+    {
+      setup: async (dirs) => {
+        await initMasterVolume(dirs);
+        await fsp.writeFile(path.join(dirs.cipherDir, 'zero.bin'), '');
+        const { code, report } = await fsckJson(t, dirs);
+        t.is(code, 0, 'information, not damage');
+        t.true(report.clean);
+        t.deepEqual(report.files.map((f) => [f.path, f.status]), [['zero.bin', 'empty']]);
+        t.regex((await fsck(dirs)).stdout, /^zero\.bin: EMPTY \(information\): 0 bytes, no prefix yet/m);
+      },
+    },
+  );
 });
 
 test.serial('a torn package with its journal entry: fsck reports the pending batch; the mount replays it (one log line) and reads the new version', async (t) => {

@@ -22,7 +22,7 @@ import {
 } from '../dare';
 import { FALLOC_FL_KEEP_SIZE, loadSysCalls } from '../sys';
 import type { CipherDir } from './cipher-dir';
-import { ClosedFileError, ReadOnlyError } from './errors';
+import { ClosedFileError, ReadOnlyError, ShortCipherFileError } from './errors';
 import * as io from './io';
 import type { Journal, JournalEntry } from './journal';
 import { Mutex } from './mutex';
@@ -118,6 +118,8 @@ export class CipherFile {
   private closed = false;
   /** Cached by streamPrefix(); forgotten when a rewrite gives the stream a new prefix. */
   private prefix: Buffer | undefined;
+  /** False for a 0-byte cipher file until its first flush with content writes `prefix`. */
+  private prefixOnDisk = true;
 
   private constructor(
     /** Cipher file path; the volume updates it on rename. */
@@ -152,6 +154,17 @@ export class CipherFile {
     }
     try {
       const { size: fileSize } = fs.fstatSync(fd);
+      // No byte at all: a file whose creation a crash cut short before its prefix reached the
+      // disk (or made by hand). It is an empty file; its first write gives it a prefix.
+      if (fileSize === 0) {
+        const prefix = crypto.randomBytes(PREFIX_SIZE);
+        const key = await ctx.keys.key(prefix);
+        const file = new CipherFile(cipherPath, name, fd, writeRefusal, key, ctx.settings.newFileVersion, ctx.settings.newFileCipher, undefined, 0, ctx);
+        file.prefix = prefix;
+        file.prefixOnDisk = false;
+        return file;
+      }
+      if (fileSize < PREFIX_SIZE) throw new ShortCipherFileError(name, fileSize);
       const size = plaintextSize(fileSize);
       const head = Buffer.alloc(PREFIX_SIZE + HEADER_SIZE);
       fs.readSync(fd, head, 0, Math.min(head.length, fileSize), 0);
@@ -520,6 +533,7 @@ export class CipherFile {
    */
   private async sealZeros(end: number, reserveTo: number): Promise<void> {
     this.flushLocked();
+    this.writePrefix();
     const start = this.size;
     const oldCipherSize = cipherSize(start);
     const partial = start % MAX_PAYLOAD !== 0 ? packageIndex(start - 1) : undefined;
@@ -621,6 +635,7 @@ export class CipherFile {
   private flushLocked(): void {
     if (this.keepsVersion20) return;
     if (this.dirty.size === 0 && this.size === this.diskSize) return;
+    this.writePrefix();
     const oldCipherSize = cipherSize(this.diskSize);
     const oldCount = packageCount(this.diskSize);
     // The old last package, if it changes length, is rewritten across the old end of file:
@@ -737,6 +752,17 @@ export class CipherFile {
     if (this.size === 0) this.reference = undefined;
   }
 
+  /**
+   * Gives a 0-byte cipher file its prefix before its first packages. Not synced: a crash that
+   * loses it leaves 0 bytes again (an empty file), one that tears it leaves fewer than 32 (no
+   * content; a replay of the flush's journal record, or fsck --repair, puts that right).
+   */
+  private writePrefix(): void {
+    if (this.prefixOnDisk) return;
+    writeFully(this.fd, this.streamPrefix(), 0, this.cipherPath);
+    this.prefixOnDisk = true;
+  }
+
   /** The stream's 32-byte prefix (the journal names the stream by it), read once. */
   private streamPrefix(): Buffer {
     if (this.prefix === undefined) {
@@ -820,6 +846,7 @@ export class CipherFile {
     this.key.fill(0);
     this.key = key;
     this.prefix = undefined;
+    this.prefixOnDisk = true;
     this.version = target;
     for (const index of [...this.dirty.keys()]) this.dropDirty(index);
     this.ctx.cache.dropFile(this.id, this.cachedIndexes);

@@ -55,6 +55,11 @@ export interface SkippedRecord {
   /** The path as the journal recorded it. */
   path: string;
   reason: string;
+  /**
+   * Nothing to repair: the file was removed or replaced since the record was made (what a later
+   * unlink, rename or stream rewrite leaves). Otherwise the record failed a check (planted?).
+   */
+  benign?: boolean;
 }
 
 // DAREFSJ1 batches were checked by an unkeyed SHA-256 only: never applied (issue 10).
@@ -67,6 +72,11 @@ const MAGIC = Buffer.from('DAREFSJ2');
 // against nothing else, so the cheapest sum that catches a torn write does (the MAC already costs
 // a pass over every image).
 const HEADER_SIZE = 56;
+/**
+ * retire() zeroes the magic only: a batch whose magic is any mix of its own bytes and zeros (a
+ * crash tore that 8-byte write) was applied and synced before it, so nothing is lost.
+ */
+const RETIRE_MARK = Buffer.alloc(MAGIC.length);
 const SUM_AT = 20;
 const MAC_AT = 24;
 const EMPTY_HEADER = Buffer.alloc(HEADER_SIZE);
@@ -288,7 +298,8 @@ export class Journal {
   /** Empties the journal once everything it holds is durable in the files themselves. */
   retire(): void {
     if (this.fd === undefined) return;
-    this.empty(this.fd, false);
+    io.writeSync(this.fd, RETIRE_MARK, 0, RETIRE_MARK.length, 0, this.file);
+    this.used = 0;
     this.retiredUnsynced = true;
   }
 
@@ -364,7 +375,7 @@ export class Journal {
    * written by darefs) is discarded unapplied; a record that fails a check is skipped and listed.
    */
   async replay(): Promise<ReplayResult> {
-    const result: ReplayResult = { packages: 0, files: [], discarded: false, skipped: [] };
+    const result: ReplayResult = { packages: 0, files: [], discarded: false, benign: false, skipped: [] };
     const found = this.read();
     if (found === undefined) return result;
     const { data, meta } = found;
@@ -380,14 +391,14 @@ export class Journal {
       if ('problem' in batch) {
         result.discarded = true;
         result.reason = batch.problem;
+        result.benign = batch.benign === true;
       } else {
         for (const record of batch.records) {
           const outcome = await this.apply(record, batch.mode);
-          if (typeof outcome === 'string') {
-            result.skipped.push({ path: record.path, reason: outcome });
+          if (typeof outcome !== 'number') {
+            result.skipped.push({ path: record.path, ...outcome });
             continue;
           }
-          if (outcome < 0) continue;
           result.packages += outcome;
           if (!result.files.includes(record.path)) result.files.push(record.path);
         }
@@ -426,19 +437,24 @@ export class Journal {
   }
 
   /** The batch's records if the batch as a whole may be used, else why not. */
-  private authenticate(data: Buffer): { records: ParsedRecord[]; mode: number } | { problem: string } {
+  private authenticate(data: Buffer): { records: ParsedRecord[]; mode: number } | { problem: string; benign?: boolean } {
     if (data.length >= 8 && data.subarray(0, 8).equals(OLD_MAGIC)) {
       return { problem: 'a batch in the old journal format (DAREFSJ1, not authenticated), so it was not applied; if a crash interrupted a write, darefs fsck names any package it left torn' };
+    }
+    const torn = { problem: 'a torn batch (a crash during its commit, before anything was written in place)', benign: true };
+    if (data.length >= HEADER_SIZE && tornRetireMark(data)) {
+      return {
+        problem: 'a batch whose retire mark was torn by the crash: the batch had been written in place and synced before, so it was not applied again and nothing was lost',
+        benign: true,
+      };
     }
     if (data.length < HEADER_SIZE || !data.subarray(0, 8).equals(MAGIC)) return { problem: 'a torn batch header (a crash while the journal was written or emptied), or not a darefs journal at all' };
     const mode = data.readUInt32LE(8);
     const length = data.readUInt32LE(12);
     const count = data.readUInt32LE(16);
-    if (HEADER_SIZE + length > data.length) return { problem: 'a torn batch (a crash during its commit, before anything was written in place)' };
+    if (HEADER_SIZE + length > data.length) return torn;
     const body = data.subarray(HEADER_SIZE, HEADER_SIZE + length);
-    if (batchChecksum(data, [body]) !== data.readUInt32LE(SUM_AT)) {
-      return { problem: 'a torn batch (a crash during its commit, before anything was written in place)' };
-    }
+    if (batchChecksum(data, [body]) !== data.readUInt32LE(SUM_AT)) return torn;
     if (this.auth.key !== undefined) {
       if (mode !== MODE_BATCH_MAC) return { problem: 'a batch without the MAC of a master-key volume (not written by darefs for this volume)' };
       const want = batchMac(this.auth.key, data.subarray(0, HEADER_SIZE), [body]);
@@ -454,44 +470,54 @@ export class Journal {
   }
 
   /**
-   * Checks one record and, if every check passes, applies it. Returns the packages written, -1
-   * when the file is gone or was replaced since (nothing to repair), or why it was skipped.
+   * Checks one record and, if every check passes, applies it. Returns the packages written, or
+   * why it was skipped (benign: the file was removed or replaced since, nothing to repair).
    */
-  private async apply(e: ParsedRecord, mode: number): Promise<number | string> {
-    if (e.path === '' || path.isAbsolute(e.path)) return 'is not a path relative to the cipher directory';
+  private async apply(e: ParsedRecord, mode: number): Promise<number | { reason: string; benign?: boolean }> {
+    const refused = (reason: string): { reason: string } => ({ reason });
+    if (e.path === '' || path.isAbsolute(e.path)) return refused('is not a path relative to the cipher directory');
     let rel: string;
     try {
       rel = this.dir.relative(e.path);
     } catch (err) {
-      return err instanceof UnsafePathError ? 'has an empty, "." or ".." component' : String(err);
+      return refused(err instanceof UnsafePathError ? 'has an empty, "." or ".." component' : String(err));
     }
-    if (rel === '' || rel === CONFIG_DIR || rel.startsWith(`${CONFIG_DIR}/`)) return "names darefs's own metadata, not a cipher file";
+    if (rel === '' || rel === CONFIG_DIR || rel.startsWith(`${CONFIG_DIR}/`)) return refused("names darefs's own metadata, not a cipher file");
     let fd: number;
     try {
       fd = this.dir.openFile(rel, O_RDWR);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return -1; // removed since: nothing to repair
-      if (err instanceof UnsafePathError) return 'goes through a symlink or out of the cipher directory';
-      if (err instanceof NotRegularFileError) return 'is not a regular file';
-      return `cannot be opened: ${(err as NodeJS.ErrnoException).code ?? String(err)}`;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { reason: 'the file is gone (removed or renamed since the record was made): nothing to repair', benign: true };
+      if (err instanceof UnsafePathError) return refused('goes through a symlink or out of the cipher directory');
+      if (err instanceof NotRegularFileError) return refused('is not a regular file');
+      return refused(`cannot be opened: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
     const target = this.dir.absolute(rel);
     let key: Buffer | undefined;
     try {
       const current = fs.fstatSync(fd).size;
       const prefix = Buffer.alloc(PREFIX_SIZE);
-      if (fs.readSync(fd, prefix, 0, PREFIX_SIZE, 0) < PREFIX_SIZE) return 'is shorter than a prefix: not the file the record was made for';
-      if (!prefix.equals(e.prefix)) return -1; // replaced by another stream since
+      const got = fs.readSync(fd, prefix, 0, PREFIX_SIZE, 0);
+      // Shorter than a prefix but the start of this one: the crash came before the stream's prefix
+      // (written with its first packages) was whole on disk. The record, once it authenticates,
+      // brings the prefix too.
+      const prefixMissing = got < PREFIX_SIZE;
+      if (prefixMissing ? !prefix.subarray(0, got).equals(e.prefix.subarray(0, got)) : !prefix.equals(e.prefix)) {
+        return prefixMissing
+          ? refused(`is ${current} bytes, shorter than a prefix and not the start of the record's: not the file the record was made for`)
+          : { reason: 'the file holds another stream (another prefix) than the record was made for: replaced since (renamed over, or rewritten), nothing to repair', benign: true };
+      }
       try {
-        key = await this.auth.keys.key(prefix);
+        key = await this.auth.keys.key(e.prefix);
       } catch (err) {
-        return `its key cannot be derived: ${(err as Error).message}`;
+        return refused(`its key cannot be derived: ${(err as Error).message}`);
       }
       if (mode === MODE_RECORD_MAC && !crypto.timingSafeEqual(recordMac(key, e.encoded), e.tag)) {
-        return "its MAC does not verify under the file's key (not written by darefs with this password)";
+        return refused("its MAC does not verify under the file's key (not written by darefs with this password)");
       }
-      const problem = checkImages(fd, key, e, current);
-      if (problem !== undefined) return problem;
+      const problem = checkImages(fd, key, e, prefixMissing ? PREFIX_SIZE : current);
+      if (problem !== undefined) return refused(problem);
+      if (prefixMissing) writeAll(fd, [e.prefix], 0, target);
       for (const w of e.writes) writeAll(fd, [w.bytes], w.offset, target);
       io.ftruncateSync(fd, e.size, target);
       io.fsyncSync(fd, target);
@@ -514,6 +540,8 @@ export interface ReplayResult {
    */
   discarded: boolean;
   reason?: string;
+  /** The discarded batch needed nothing (torn in its commit, or its retire mark torn): nothing lost. */
+  benign: boolean;
   /** Records that failed a check and were not applied (whoever else writes .darefs/journal). */
   skipped: SkippedRecord[];
 }
@@ -533,9 +561,24 @@ interface ParsedRecord extends JournalEntry {
   tag: Buffer;
 }
 
-/** No batch: an empty file, or a zeroed header (retired). */
+/** No batch: an empty file, or a zeroed magic (retired). */
 function isEmpty(data: Buffer): boolean {
-  return data.subarray(0, HEADER_SIZE).equals(EMPTY_HEADER.subarray(0, Math.min(HEADER_SIZE, data.length)));
+  const magic = data.subarray(0, MAGIC.length);
+  return magic.equals(RETIRE_MARK.subarray(0, magic.length));
+}
+
+/**
+ * A magic that is neither the batch's nor zeros but a mix of both, byte by byte, over a header
+ * and body that verify with the magic put back: retire() was torn.
+ */
+function tornRetireMark(data: Buffer): boolean {
+  if (data.subarray(0, MAGIC.length).equals(MAGIC)) return false;
+  for (let i = 0; i < MAGIC.length; i++) if (data[i] !== 0 && data[i] !== MAGIC[i]) return false;
+  const header = Buffer.from(data.subarray(0, HEADER_SIZE));
+  MAGIC.copy(header, 0);
+  const length = header.readUInt32LE(12);
+  if (HEADER_SIZE + length > data.length) return false;
+  return batchChecksum(header, [data.subarray(HEADER_SIZE, HEADER_SIZE + length)]) === header.readUInt32LE(SUM_AT);
 }
 
 /** A record's bytes (without its tag): path length (u16) | path | prefix | size (f64) | count (u32) | (offset (f64) | length (u32) | image)*. */

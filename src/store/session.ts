@@ -92,7 +92,7 @@ export function describeRecovery(r: Recovery): RecoveryLine[] {
   const lines: RecoveryLine[] = [];
   const replayed = r.replayed;
   if (replayed?.discarded) {
-    lines.push({ text: `discarded the journal batch without applying any of it: ${replayed.reason ?? 'a torn batch'}`, problem: replayed.reason !== undefined && !/^a torn batch/.test(replayed.reason) });
+    lines.push({ text: `discarded the journal batch without applying any of it: ${replayed.reason ?? 'a torn batch'}`, problem: !replayed.benign });
   }
   if (replayed && replayed.files.length > 0) {
     lines.push({
@@ -101,7 +101,7 @@ export function describeRecovery(r: Recovery): RecoveryLine[] {
     });
   }
   for (const s of replayed?.skipped ?? []) {
-    lines.push({ text: `journal record for ${JSON.stringify(s.path)} skipped, nothing written: ${s.reason}`, problem: true });
+    lines.push({ text: `journal record for ${JSON.stringify(s.path)} skipped, nothing written: ${s.reason}`, problem: s.benign !== true });
   }
   const p = r.pending;
   if (p && (p.torn || p.files.length > 0)) {

@@ -1,0 +1,189 @@
+/**
+ * Durability corner cases of the store (issue 12): a 0-byte cipher file is an empty file, one of
+ * 1 to 31 bytes is named and repaired to empty, the replay reports every record it skips (also
+ * the harmless ones) and a torn retire mark is reported as what it is.
+ */
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { MAX_PAYLOAD, PREFIX_SIZE, cipherSize } from '../src/dare';
+import { journalKey } from '../src/keys';
+import { ShortCipherFileError, SimulatedCrash, Volume, checkTree, describeRecovery, setFaultHook } from '../src/store';
+import { MasterKeys, Rng, SETTINGS_V10, masterKeys, seedFor, tempDir } from './helpers/store';
+
+const P = MAX_PAYLOAD;
+
+test.afterEach.always(() => setFaultHook(null));
+
+function volume(dir: string, mk: MasterKeys, master = true, journal = true): Volume {
+  return new Volume({
+    journal,
+    keys: mk.keys,
+    settings: SETTINGS_V10,
+    readOnly: false,
+    packageCacheBytes: 4 * P,
+    dirtyBytes: 64 * P,
+    cipherDir: dir,
+    journalKey: master ? journalKey(mk.masterKey) : undefined,
+  });
+}
+
+async function readAll(vol: Volume, dir: string, name: string): Promise<Buffer> {
+  const f = await vol.open(path.join(dir, name), name);
+  try {
+    return await f.read(0, f.size + 1);
+  } finally {
+    await vol.release(f);
+  }
+}
+
+test.serial('a 0-byte cipher file is an empty file: it opens with size 0, reads nothing, and its first write gives it a prefix', async (t) => {
+  const dir = tempDir(t, 'zero');
+  const mk = masterKeys(new Rng(seedFor(0xd0a1)).bytes(32));
+  fs.writeFileSync(path.join(dir, 'zero.bin'), '');
+  const vol = volume(dir, mk);
+  const f = await vol.open(path.join(dir, 'zero.bin'), 'zero.bin');
+  t.is(f.size, 0);
+  t.is((await f.read(0, 100)).length, 0);
+  await f.flush('data');
+  t.is(fs.statSync(path.join(dir, 'zero.bin')).size, 0, 'a flush with nothing to write writes no prefix');
+  const data = new Rng(1).bytes(P + 10);
+  await f.write(0, data);
+  await vol.release(f);
+  t.is(fs.statSync(path.join(dir, 'zero.bin')).size, cipherSize(data.length));
+  t.true((await readAll(vol, dir, 'zero.bin')).equals(data));
+  vol.close();
+  const report = await checkTree({ root: dir, key: mk.keys.key });
+  t.deepEqual(report.files.map((x) => [x.path, x.status]), [['zero.bin', 'ok']]);
+});
+
+test.serial('a cipher file of 1 to 31 bytes: open names it and says what to do; fsck calls it short, --repair makes it empty', async (t) => {
+  const dir = tempDir(t, 'short');
+  const mk = masterKeys(new Rng(seedFor(0xd0a2)).bytes(32));
+  fs.writeFileSync(path.join(dir, 'short.bin'), Buffer.alloc(17, 7));
+  fs.writeFileSync(path.join(dir, 'zero.bin'), '');
+  const vol = volume(dir, mk);
+  const err = await t.throwsAsync(vol.open(path.join(dir, 'short.bin'), 'short.bin'), { instanceOf: ShortCipherFileError });
+  t.regex(err!.message, /^short\.bin: the cipher file is 17 bytes, shorter than its 32-byte prefix.*darefs fsck --repair makes it an empty file/);
+  vol.close();
+
+  const look = await checkTree({ root: dir, key: mk.keys.key });
+  t.deepEqual(look.files.map((x) => [x.path, x.status]), [['short.bin', 'short'], ['zero.bin', 'empty']]);
+  t.regex(look.files[0].message!, /17 bytes, shorter than the 32-byte prefix: it holds no content.*--repair makes it an empty file/);
+  t.is(look.counts.bad, 1, 'a 0-byte file is not a problem; a short one is');
+  t.is(fs.statSync(path.join(dir, 'short.bin')).size, 17, 'untouched without --repair');
+
+  const repaired = await checkTree({ root: dir, key: mk.keys.key, removeTemp: true });
+  t.deepEqual(repaired.files.map((x) => [x.path, x.status, x.repaired === true]), [['short.bin', 'empty', true], ['zero.bin', 'empty', false]]);
+  t.is(repaired.counts.bad, 0);
+  t.is(fs.statSync(path.join(dir, 'short.bin')).size, 0);
+  const again = volume(dir, mk);
+  t.is((await readAll(again, dir, 'short.bin')).length, 0, 'reads as an empty file');
+  again.close();
+});
+
+/** A file with one sealed package, fsync'ed, then rewritten in place under a journal batch. */
+async function journaledRewrite(dir: string, mk: MasterKeys, crashAt: (op: { kind: string; path?: string }) => boolean): Promise<{ before: Buffer; after: Buffer }> {
+  const file = path.join(dir, 'f.bin');
+  const before = new Rng(2).bytes(P + 100);
+  let vol = volume(dir, mk);
+  let f = await vol.create(file, 'f.bin', 0o600);
+  await f.write(0, before);
+  await f.flush('full');
+  await vol.release(f);
+  vol.close();
+  const after = Buffer.from(before);
+  after.fill(9, 10, 20);
+  vol = volume(dir, mk);
+  f = await vol.open(file, 'f.bin');
+  await f.write(10, after.subarray(10, 20));
+  setFaultHook((op) => (crashAt(op) ? 'half' : 'ok'));
+  try {
+    await f.flush('data');
+  } catch (err) {
+    if (!(err instanceof SimulatedCrash)) throw err;
+  } finally {
+    await f.close().catch(() => undefined);
+    vol.close();
+    setFaultHook(null);
+  }
+  return { before, after };
+}
+
+test.serial('a crash that tears the retire mark (after the batch was written in place and synced) is reported as that: nothing lost', async (t) => {
+  const dir = tempDir(t, 'retire-tear');
+  const mk = masterKeys(new Rng(seedFor(0xd0a3)).bytes(32));
+  const journalFile = path.join(dir, '.darefs', 'journal');
+  // The retire is the journal write of 8 bytes at offset 0.
+  const { after } = await journaledRewrite(dir, mk, (op) => op.kind === 'write' && op.path === journalFile);
+  const torn = fs.readFileSync(journalFile).subarray(0, 8);
+  t.false(torn.equals(Buffer.alloc(8)), 'the mark is half written');
+  const vol = volume(dir, mk);
+  const r = (await vol.recover())!;
+  t.like(r, { discarded: true, benign: true, packages: 0 });
+  t.regex(r.reason!, /retire mark was torn by the crash: the batch had been written in place and synced before.*nothing was lost/);
+  t.deepEqual(describeRecovery({ replayed: r }).map((l) => l.problem), [false], 'a line, not a warning');
+  t.true((await readAll(vol, dir, 'f.bin')).equals(after));
+  vol.close();
+});
+
+test.serial('the replay reports every record it skips: a file removed since, and a file replaced by another stream since', async (t) => {
+  for (const change of ['removed', 'replaced'] as const) {
+    const dir = tempDir(t, `skip-${change}`);
+    const mk = masterKeys(new Rng(seedFor(0xd0a4)).bytes(32));
+    const file = path.join(dir, 'f.bin');
+    // A crash right after the commit (at the in-place write): the batch stays.
+    await journaledRewrite(dir, mk, (op) => op.kind === 'writev' && op.path === file);
+    if (change === 'removed') fs.rmSync(file);
+    else {
+      // Another stream at the same name (a rename over it), written without touching the journal.
+      fs.rmSync(file);
+      const other = volume(dir, mk, true, false);
+      const f = await other.create(file, 'f.bin', 0o600);
+      await f.write(0, Buffer.from('another file'));
+      await other.release(f);
+      other.close();
+    }
+    const vol = volume(dir, mk);
+    const r = (await vol.recover())!;
+    t.is(r.skipped.length, 1, change);
+    t.like(r.skipped[0], { path: 'f.bin', benign: true });
+    t.regex(r.skipped[0].reason, change === 'removed' ? /the file is gone/ : /another stream \(another prefix\)/);
+    const lines = describeRecovery({ replayed: r });
+    t.true(lines.some((l) => /journal record for "f\.bin" skipped/.test(l.text) && !l.problem), JSON.stringify(lines));
+    if (change === 'replaced') t.is((await readAll(vol, dir, 'f.bin')).toString(), 'another file', 'the new file is untouched');
+    vol.close();
+  }
+});
+
+test.serial("a 0-byte (or torn-prefix) file whose journal record is there gets the record's prefix at replay", async (t) => {
+  for (const left of [0, 13]) {
+    const dir = tempDir(t, `prefix-${left}`);
+    const mk = masterKeys(new Rng(seedFor(0xd0a5)).bytes(32));
+    const file = path.join(dir, 'new.bin');
+    fs.writeFileSync(file, '');
+    const data = new Rng(3).bytes(2 * P + 5);
+    let vol = volume(dir, mk);
+    const f = await vol.open(file, 'new.bin');
+    await f.write(0, data);
+    // A crash at the in-place write, after the journal commit; then, as a power cut may leave
+    // it, the prefix (never synced) lost or torn.
+    setFaultHook((op) => (op.kind === 'writev' && op.path === file ? 'crash' : 'ok'));
+    await t.throwsAsync(f.flush('data'), { instanceOf: SimulatedCrash });
+    await f.close().catch(() => undefined);
+    vol.close();
+    setFaultHook(null);
+    const prefix = fs.readFileSync(file).subarray(0, PREFIX_SIZE);
+    fs.writeFileSync(file, prefix.subarray(0, left));
+    vol = volume(dir, mk);
+    const r = (await vol.recover())!;
+    t.deepEqual(r.skipped, [], `${left} bytes left`);
+    t.deepEqual(r.files, ['new.bin']);
+    t.true(fs.readFileSync(file).subarray(0, PREFIX_SIZE).equals(prefix));
+    // The record holds no image of an append: the file is the empty stream it was durably.
+    t.is((await readAll(vol, dir, 'new.bin')).length, 0);
+    vol.close();
+    const report = await checkTree({ root: dir, key: mk.keys.key });
+    t.deepEqual(report.files.map((x) => x.status), ['ok']);
+  }
+});
