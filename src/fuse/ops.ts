@@ -286,9 +286,12 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     },
 
     rename(src, dest, cb) {
-      run('rename', src, cb, () => {
+      run('rename', src, cb, async () => {
         const from = guardChange(src, src);
         const to = guardChange(dest, dest);
+        // What was written to `from` is durable before its new name can be (write, close, rename
+        // over never leaves the name empty or torn), and the journal names it by its old path.
+        await volume.beforeRename(from);
         dir.at2(from, to, fs.renameSync);
         volume.renamed(from, to, (p) => paths.plain(p));
       });

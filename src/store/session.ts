@@ -51,6 +51,10 @@ export interface OpenVolumeOptions {
   kdf?: MasterKdf;
   /** Journal in-place rewrites (crash safety); default true. `mount --no-journal` turns it off. */
   journal?: boolean;
+  /** Milliseconds between checkpoints of the journal (Volume's commitInterval); default 5000. */
+  commitInterval?: number;
+  /** Told of a timed checkpoint that failed. */
+  onCheckpointError?: (err: unknown) => void;
   /**
    * Without a config (ncrypt mode, key file alone), try the secret on sample files; default true.
    * false (`mount --no-password-check`) skips it: a wrong secret then mounts.
@@ -186,6 +190,8 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     cipherDir: opts.cipherDir,
     journal: opts.journal,
     journalKey: journalMac,
+    commitInterval: opts.commitInterval,
+    onCheckpointError: opts.onCheckpointError,
   });
   // After the key check (a wrong password touches nothing), before anything is served: finish
   // the package rewrites a crash interrupted. A read-only volume only looks.
