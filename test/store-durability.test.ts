@@ -9,6 +9,8 @@ import * as path from 'node:path';
 import { MAX_PAYLOAD, PREFIX_SIZE, cipherSize } from '../src/dare';
 import { journalKey } from '../src/keys';
 import { ShortCipherFileError, SimulatedCrash, Volume, checkTree, describeRecovery, setFaultHook } from '../src/store';
+import * as io from '../src/store/io';
+import { PowerCut } from './helpers/power-cut';
 import { MasterKeys, Rng, SETTINGS_V10, masterKeys, seedFor, tempDir } from './helpers/store';
 
 const P = MAX_PAYLOAD;
@@ -191,3 +193,180 @@ test.serial("a 0-byte (or torn-prefix) file whose journal record is there gets t
     t.deepEqual(report.files.map((x) => x.status), ['ok']);
   }
 });
+
+// ---- group commit ----
+
+/** A volume whose checkpoints run only when asked (no timer), as the tests below need. */
+function manualVolume(dir: string, mk: MasterKeys, dirtyBytes = 64 * P): Volume {
+  return new Volume({ keys: mk.keys, settings: SETTINGS_V10, readOnly: false, packageCacheBytes: 4 * P, dirtyBytes, cipherDir: dir, journalKey: journalKey(mk.masterKey), commitInterval: 0 });
+}
+
+test.serial('a close syncs nothing; one checkpoint syncs the journal once for every file, then each file, and retires; a killed daemon loses nothing', async (t) => {
+  const dir = tempDir(t, 'group');
+  const mk = masterKeys(new Rng(seedFor(0xd0a6)).bytes(32));
+  const rng = new Rng(4);
+  const contents = new Map<string, Buffer>();
+  const syncs: string[] = [];
+  const journalFile = path.join(dir, '.darefs', 'journal');
+  setFaultHook((op) => {
+    if (op.kind === 'fsync' || op.kind === 'fdatasync') syncs.push(op.path === journalFile ? 'journal' : path.basename(op.path ?? '?'));
+    return 'ok';
+  });
+  const vol = manualVolume(dir, mk);
+  for (let i = 0; i < 20; i++) {
+    const name = `f${i}.bin`;
+    const data = rng.bytes(rng.range(1, 3 * P));
+    contents.set(name, data);
+    const f = await vol.create(path.join(dir, name), name, 0o600);
+    await f.write(0, data);
+    await vol.release(f);
+  }
+  // Only the root and .darefs, when .darefs is made for the journal (once).
+  t.deepEqual(syncs.filter((s) => s !== '.darefs' && s !== ''), [], 'no sync for 20 creates, writes and closes');
+  // Reads (a reopen) see what the journal holds.
+  for (const [name, data] of contents) t.true((await readAll(vol, dir, name)).equals(data), name);
+
+  // The daemon killed here (the page cache survives): the next mount's replay has everything.
+  dies(vol);
+  const killed = manualVolume(dir, mk);
+  const r = (await killed.recover())!;
+  t.deepEqual(r.skipped, []);
+  t.is(r.files.length, 20);
+  for (const [name, data] of contents) t.true((await readAll(killed, dir, name)).equals(data), `${name} after the replay`);
+  killed.close();
+  setFaultHook(null);
+});
+
+test.serial('a checkpoint: one journal sync for all files, a sync per file, the journal retired', async (t) => {
+  const dir = tempDir(t, 'checkpoint');
+  const mk = masterKeys(new Rng(seedFor(0xd0a7)).bytes(32));
+  const syncs: string[] = [];
+  const journalFile = path.join(dir, '.darefs', 'journal');
+  const vol = manualVolume(dir, mk);
+  const names = ['a.bin', 'b.bin', 'c.bin'];
+  for (const name of names) {
+    const f = await vol.create(path.join(dir, name), name, 0o600);
+    await f.write(0, Buffer.alloc(P + 7, name.charCodeAt(0)));
+    await vol.release(f);
+  }
+  setFaultHook((op) => {
+    if (op.kind === 'fsync' || op.kind === 'fdatasync') syncs.push(op.path === journalFile ? 'journal' : path.basename(op.path ?? '?'));
+    return 'ok';
+  });
+  vol.checkpoint();
+  setFaultHook(null);
+  t.deepEqual(syncs, ['journal', ...names]);
+  t.deepEqual(vol.inspectJournal(), { packages: 0, files: [], torn: false });
+  for (const name of names) t.is(fs.statSync(path.join(dir, name)).size, cipherSize(P + 7));
+  vol.close();
+});
+
+test.serial('write, close, rename over an existing file: after a power cut at any point, the name holds the old or the new content, whole', async (t) => {
+  const rng = new Rng(seedFor(0xd0a8));
+  const mk = masterKeys(rng.bytes(32));
+  const base = tempDir(t, 'replace');
+  const dir = path.join(base, 'cipher');
+  const oldData = rng.bytes(P + 300);
+  const newData = rng.bytes(2 * P + 5);
+  const target = path.join(dir, 'f.bin');
+  const tmp = path.join(dir, 'f.tmp');
+  const setUp = async (): Promise<void> => {
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(dir);
+    const vol = manualVolume(dir, mk);
+    const f = await vol.create(target, 'f.bin', 0o600);
+    await f.write(0, oldData);
+    await f.flush('full');
+    await vol.release(f);
+    vol.close();
+  };
+  /** What an editor does: write a new file, close it, rename it over the old one (no fsync). */
+  const replace = async (vol: Volume): Promise<void> => {
+    const f = await vol.create(tmp, 'f.tmp', 0o600);
+    await f.write(0, newData);
+    await vol.release(f);
+    await vol.beforeRename(tmp);
+    vol.dir.at2(tmp, target, renameThroughFaultLayer);
+    vol.renamed(tmp, target, (p) => path.basename(p));
+  };
+  let calls = 0;
+  await setUp();
+  setFaultHook(() => {
+    calls++;
+    return 'ok';
+  });
+  const dry = manualVolume(dir, mk);
+  await replace(dry);
+  setFaultHook(null);
+  dry.close();
+  const failures: string[] = [];
+  // Call calls + 1: no crash at all, the power cut right after the rename returned.
+  for (let n = 1; n <= calls + 1; n++) {
+    await setUp();
+    const model = new PowerCut();
+    let count = 0;
+    setFaultHook((op) => {
+      const action = ++count === n ? 'crash' : 'ok';
+      model.observe(op, action);
+      return action;
+    });
+    const vol = manualVolume(dir, mk);
+    try {
+      await replace(vol);
+    } catch (err) {
+      if (!(err instanceof SimulatedCrash)) throw err;
+    }
+    // The process dies with the power: nothing more is written.
+    dies(vol);
+    model.cut(dir, rng);
+    const after = manualVolume(dir, mk);
+    await after.recover();
+    let got: Buffer | string;
+    try {
+      got = await readAll(after, dir, 'f.bin');
+    } catch (err) {
+      got = (err as Error).message;
+    }
+    after.close();
+    if (typeof got === 'string' || !(got.equals(oldData) || got.equals(newData))) {
+      failures.push(`power cut at call ${n}: f.bin ${typeof got === 'string' ? got : `holds ${got.length} bytes, neither the old nor the new content`}`);
+    }
+    const report = await checkTree({ root: dir, key: mk.keys.key });
+    for (const f of report.files) if (!['ok', 'empty', 'temp'].includes(f.status)) failures.push(`power cut at call ${n}: fsck ${f.path}: ${f.status}`);
+  }
+  t.deepEqual(failures, []);
+});
+
+test.serial("the dirty budget flushes the files that hold it: another file's changes do not make every write of this one seal", async (t) => {
+  const dir = tempDir(t, 'budget');
+  const mk = masterKeys(new Rng(seedFor(0xd0a9)).bytes(32));
+  const vol = manualVolume(dir, mk, 4 * P);
+  const a = await vol.create(path.join(dir, 'a.bin'), 'a.bin', 0o600);
+  // Just under the budget, unsealed.
+  await a.write(0, Buffer.alloc(4 * P - 100, 1));
+  const b = await vol.create(path.join(dir, 'b.bin'), 'b.bin', 0o600);
+  const sealedBefore = vol.counters.packagesSealed;
+  for (let i = 0; i < 64; i++) await b.write(i * 1024, Buffer.alloc(1024, 2));
+  const sealed = vol.counters.packagesSealed - sealedBefore;
+  t.true(sealed <= 8, `${sealed} packages sealed for 64 writes of 1 KiB into one package of b.bin`);
+  t.is(a.dirtyPackages, 0, "a.bin's changes were flushed");
+  await vol.release(a);
+  await vol.release(b);
+  t.true((await readAll(vol, dir, 'a.bin')).equals(Buffer.alloc(4 * P - 100, 1)));
+  t.true((await readAll(vol, dir, 'b.bin')).equals(Buffer.alloc(64 * 1024, 2)));
+  vol.close();
+});
+
+/** The process dies: every later write-type call fails, so closing the volume writes nothing. */
+function dies(vol: Volume): void {
+  setFaultHook(() => 'crash');
+  try {
+    vol.close();
+  } finally {
+    setFaultHook(null);
+  }
+}
+
+function renameThroughFaultLayer(from: string, to: string): void {
+  io.renameSync(from, to);
+}

@@ -142,6 +142,8 @@ export class CipherFile {
    */
   private readonly pinned = new Map<number, Buffer>();
   private pinnedCipherSize: number | undefined;
+  /** A flush for the dirty budget that another file's write asked for failed: see flushForBudget(). */
+  private deferredError: unknown;
 
   private constructor(
     /** Cipher file path; the volume updates it on rename. */
@@ -330,18 +332,49 @@ export class CipherFile {
         data.copy(buf, from, from + start - offset, to + start - offset);
       }
       this.size = newSize;
-      if (this.ctx.dirty.exceeded) this.flushLocked();
+      if (this.ctx.dirty.exceeded && !this.ctx.checkpointer) this.flushLocked();
       return data.length;
     });
-    // Other files hold the budget (a kept 2.0 stream's changes wait for its next flush, too):
-    // flush those, or every write of this one would seal at once.
-    if (this.ctx.dirty.exceeded) await this.ctx.checkpointer?.relieve();
+    await this.relieveBudget();
     return n;
   }
 
+  /**
+   * Over the dirty budget (with the journal): every file holding unsealed changes is flushed,
+   * this one first, not only this one: else another file's changes (a kept 2.0 stream's wait
+   * for its next flush) would make every write of this one seal at once.
+   */
+  private async relieveBudget(): Promise<void> {
+    if (this.ctx.dirty.exceeded && this.ctx.checkpointer) {
+      await this.flush('none');
+      await this.ctx.checkpointer.relieve();
+    }
+  }
+
+  /**
+   * A flush for the dirty budget, asked by another file's write: its failure is this file's,
+   * reported by this file's next operation (as the kernel reports a failed writeback at the next
+   * fsync), not the writer's.
+   */
+  async flushForBudget(): Promise<void> {
+    try {
+      await this.flush('none');
+    } catch (err) {
+      this.deferredError ??= err;
+    }
+  }
+
+  /** Throws (once) what a flush for the dirty budget failed with. */
+  private takeDeferredError(): void {
+    const err = this.deferredError;
+    if (err === undefined) return;
+    this.deferredError = undefined;
+    throw err;
+  }
+
   /** Sets the plaintext size: shrinking drops the tail, growing appends zeros (no holes). */
-  truncate(newSize: number): Promise<void> {
-    return this.lock.run(async () => {
+  async truncate(newSize: number): Promise<void> {
+    await this.lock.run(async () => {
       await this.prepareChange();
       if (newSize > this.size) {
         await this.extendWithZeros(newSize);
@@ -356,14 +389,16 @@ export class CipherFile {
         }
         this.size = newSize;
       }
-      if (this.ctx.dirty.exceeded) this.flushLocked();
+      if (this.ctx.dirty.exceeded && !this.ctx.checkpointer) this.flushLocked();
     });
+    await this.relieveBudget();
   }
 
   /** Seals and writes every change; with `sync`, also makes it durable. */
   flush(sync: 'none' | 'data' | 'full' = 'none'): Promise<void> {
     return this.lock.run(async () => {
       if (this.closed) return;
+      this.takeDeferredError();
       await this.flushChanges();
       if (sync !== 'none') this.syncLocked(sync);
     });
@@ -466,6 +501,7 @@ export class CipherFile {
   /** Before any change: refuse on read-only, and convert a 2.0 stream to 1.0 once. */
   private async prepareChange(): Promise<void> {
     this.assertOpen();
+    this.takeDeferredError();
     if (this.ctx.readOnly) throw new ReadOnlyError(this.name);
     // The errno of the refused read-write open (EACCES, EPERM for an immutable file, EROFS), as
     // ext4 would give it.

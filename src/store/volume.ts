@@ -158,13 +158,15 @@ export class Volume {
     }
   }
 
-  /** Flushes the files holding unsealed changes while the dirty budget is exceeded (one pass at a time). */
+  /**
+   * The dirty budget was exceeded: flushes every file holding unsealed changes (one pass at a
+   * time), so that the budget is free again for the files being written.
+   */
   private relieve(): Promise<void> {
     this.relieving ??= (async () => {
       try {
         for (const f of new Set([...this.files.values(), ...this.byInode.values()])) {
-          if (!this.ctx.dirty.exceeded) break;
-          if (f.dirtyPackages > 0) await f.flush('none');
+          if (f.dirtyPackages > 0) await f.flushForBudget();
         }
       } finally {
         this.relieving = undefined;
