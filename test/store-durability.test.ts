@@ -357,6 +357,31 @@ test.serial("the dirty budget flushes the files that hold it: another file's cha
   vol.close();
 });
 
+test.serial('a directory renamed while the journal holds records of files in it: the data reaches the new names, and a later replay skips nothing it needs', async (t) => {
+  const dir = tempDir(t, 'rename-dir');
+  const mk = masterKeys(new Rng(seedFor(0xd0aa)).bytes(32));
+  fs.mkdirSync(path.join(dir, 'd'));
+  const vol = manualVolume(dir, mk);
+  const data = new Map<string, Buffer>();
+  for (const name of ['x', 'y']) {
+    const bytes = new Rng(name.charCodeAt(0)).bytes(P + 99);
+    data.set(name, bytes);
+    const f = await vol.create(path.join(dir, 'd', name), `d/${name}`, 0o600);
+    await f.write(0, bytes);
+    await vol.release(f);
+  }
+  await vol.beforeRename(path.join(dir, 'd'));
+  vol.dir.at2(path.join(dir, 'd'), path.join(dir, 'e'), renameThroughFaultLayer);
+  vol.renamed(path.join(dir, 'd'), path.join(dir, 'e'), (p) => path.relative(dir, p));
+  // The daemon dies before any other checkpoint: what the journal named d/x must not be needed.
+  dies(vol);
+  const again = manualVolume(dir, mk);
+  const r = (await again.recover())!;
+  t.deepEqual(r.skipped, []);
+  for (const [name, bytes] of data) t.true((await readAll(again, dir, `e/${name}`)).equals(bytes), `e/${name}`);
+  again.close();
+});
+
 /** The process dies: every later write-type call fails, so closing the volume writes nothing. */
 function dies(vol: Volume): void {
   setFaultHook(() => 'crash');
