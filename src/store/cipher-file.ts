@@ -996,7 +996,10 @@ export class CipherFile {
   }
 
   private syncLocked(mode: 'data' | 'full'): void {
-    // A retired batch must not come back after a power cut once this fsync has returned.
+    // The journal's records of this file are its durable copy until the next checkpoint writes
+    // them in place (and a retired log must not come back after a power cut once this returned).
+    // The file's own sync covers its prefix (written, never synced, at its creation) and, for
+    // 'full', its metadata.
     this.ctx.journal?.sync();
     if (mode === 'data') io.fdatasyncSync(this.fd, this.cipherPath);
     else io.fsyncSync(this.fd, this.cipherPath);

@@ -115,11 +115,13 @@ export const JOURNAL_FILE = 'journal';
 export const JOURNAL_RESERVE = 16 * (MAX_PACKAGE + 12) + 4096;
 
 /**
- * A redo journal for package rewrites (issue: crash safety). Before a flush overwrites sealed
- * bytes in place, the new images go here and are fsync'ed; after the flush's data is fsync'ed
- * the journal is emptied. A crash in between leaves a journal whose replay writes every image
- * again, so each package holds either its old or its new sealed content, never a torn mix.
- * Replaying twice is harmless: the images are the same sealed bytes.
+ * A redo log of sealed packages (issues 5 and 12: crash safety, group commit). A flush appends a
+ * file's sealed packages and new size as a record, without a sync; a checkpoint syncs the log
+ * once for every file's records, only then writes them in place, syncs the files and retires the
+ * log. A crash in between leaves a log whose replay writes every image again, so each package
+ * holds either its old or its new sealed content, never a torn mix; a crash before the sync
+ * leaves at worst a torn last batch, dropped, with nothing of it written in place. Replaying
+ * twice is harmless: the images are the same sealed bytes, each file's records merged into one.
  *
  * The cipher directory is hostile (FORMAT.md §6): whoever else writes there may plant or edit
  * the journal. So a batch replays only if it authenticates (master mode: a MAC under a key
