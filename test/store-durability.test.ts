@@ -382,6 +382,40 @@ test.serial('a directory renamed while the journal holds records of files in it:
   again.close();
 });
 
+test.serial('the journal log: a later batch of another generation ends it; one whose MAC fails is refused and reported; the batches before apply', async (t) => {
+  for (const change of ['generation', 'mac'] as const) {
+    const dir = tempDir(t, `log-${change}`);
+    const mk = masterKeys(new Rng(seedFor(0xd0ab)).bytes(32));
+    const file = path.join(dir, 'f.bin');
+    const first = new Rng(5).bytes(P + 10);
+    const vol = manualVolume(dir, mk);
+    const f = await vol.create(file, 'f.bin', 0o600);
+    await f.write(0, first);
+    await f.flush('none');
+    await f.write(0, Buffer.alloc(10, 7));
+    await f.flush('none');
+    dies(vol);
+    const journalFile = path.join(dir, '.darefs', 'journal');
+    const log = fs.readFileSync(journalFile);
+    // DAREFSJ3: a 68-byte header (body length at 12, generation at 20, MAC at 36), then the body.
+    const second = 68 + log.readUInt32LE(12);
+    t.is(log.subarray(second, second + 8).toString(), 'DAREFSJ3');
+    if (change === 'generation') log[second + 20] ^= 1;
+    else log[second + 40] ^= 1;
+    fs.writeFileSync(journalFile, log);
+    const again = manualVolume(dir, mk);
+    const r = (await again.recover())!;
+    t.deepEqual(r.files, ['f.bin'], change);
+    if (change === 'generation') t.false(r.discarded, 'another generation: where the log ends, nothing to say');
+    else {
+      t.like(r, { discarded: true, benign: false });
+      t.regex(r.reason!, /MAC does not verify/);
+    }
+    t.true((await readAll(again, dir, 'f.bin')).equals(first), 'the first batch applied, the second not');
+    again.close();
+  }
+});
+
 /** The process dies: every later write-type call fails, so closing the volume writes nothing. */
 function dies(vol: Volume): void {
   setFaultHook(() => 'crash');
