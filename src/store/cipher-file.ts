@@ -63,6 +63,8 @@ export interface Checkpointer {
   pinned(file: CipherFile, bytes: number): void;
   /** The checkpoint itself (synchronous: no request runs in between). */
   checkpoint(): void;
+  /** A full disk: checkpoints and gives back the journal's space past its reserve. */
+  reclaim(): void;
   /** Flushes other files' unsealed changes while the dirty budget is exceeded. */
   relieve(): Promise<void>;
 }
@@ -460,16 +462,26 @@ export class CipherFile {
    * Checkpoint, step 2 (after the journal sync): writes the pinned packages in place and sets
    * the size. The space was reserved when they were pinned.
    */
-  writePinned(): void {
-    if (this.pinnedCipherSize === undefined || this.closed) return;
+  writePinned(): NodeJS.ErrnoException | undefined {
+    if (this.pinnedCipherSize === undefined || this.closed) return undefined;
     const indexes = [...this.pinned.keys()].sort((a, b) => a - b);
-    for (let i = 0; i < indexes.length; ) {
-      let j = i;
-      while (j + 1 < indexes.length && indexes[j + 1] === indexes[j] + 1 && j + 1 - i < MAX_IOV_PACKAGES) j++;
-      writevFully(this.fd, indexes.slice(i, j + 1).map((index) => this.pinned.get(index)!), packageOffset(indexes[i]), this.cipherPath);
-      i = j + 1;
+    let wrote = false;
+    try {
+      for (let i = 0; i < indexes.length; ) {
+        let j = i;
+        while (j + 1 < indexes.length && indexes[j + 1] === indexes[j] + 1 && j + 1 - i < MAX_IOV_PACKAGES) j++;
+        writevFully(this.fd, indexes.slice(i, j + 1).map((index) => this.pinned.get(index)!), packageOffset(indexes[i]), this.cipherPath);
+        wrote = true;
+        i = j + 1;
+      }
+      if (fs.fstatSync(this.fd).size !== this.pinnedCipherSize) io.ftruncateSync(this.fd, this.pinnedCipherSize, this.cipherPath);
+    } catch (err) {
+      // Refused before anything was written (made immutable since, say): the file is as it was,
+      // and its records stay in the journal until a later checkpoint can write them.
+      if (!wrote && isErrno(err, 'EPERM', 'EACCES', 'EROFS')) return err as NodeJS.ErrnoException;
+      throw err;
     }
-    if (fs.fstatSync(this.fd).size !== this.pinnedCipherSize) io.ftruncateSync(this.fd, this.pinnedCipherSize, this.cipherPath);
+    return undefined;
   }
 
   /** Checkpoint, step 3: makes what writePinned() wrote durable. */
@@ -828,10 +840,20 @@ export class CipherFile {
         entry.writes.push({ offset: packageOffset(index), bytes: image });
       }
       // The checkpoint must not fail for want of space (a full disk fails here, before the
-      // changes are accepted).
+      // changes are accepted). The journal holds data twice until its checkpoint: on a full
+      // disk, one now gives its space back, and the flush tries once more.
       const onDisk = this.pinnedCipherSize ?? cipherSize(this.diskSize);
-      if (newCipherSize > onDisk) reserveSpace(this.fd, onDisk, newCipherSize - onDisk, this.cipherPath);
-      journal.append([entry]);
+      const reserveAndAppend = (): void => {
+        if (newCipherSize > onDisk) reserveSpace(this.fd, onDisk, newCipherSize - onDisk, this.cipherPath);
+        journal.append([entry]);
+      };
+      try {
+        reserveAndAppend();
+      } catch (err) {
+        if (!isErrno(err, 'ENOSPC', 'EDQUOT') || !this.ctx.checkpointer) throw err;
+        this.ctx.checkpointer.reclaim();
+        reserveAndAppend();
+      }
     } catch (err) {
       for (const index of sorted) this.dropDirty(index);
       this.size = this.diskSize;

@@ -140,8 +140,6 @@ export class Journal {
   private meta: MetaDir | undefined;
   /** Something was appended or retired since the last fdatasync: sync() makes it durable. */
   private unsynced = false;
-  /** retire() emptied the journal but did not sync that. */
-  private retiredUnsynced = false;
   /** Why the committed batches must stay until a replay (see hold()). */
   private held: string | undefined;
   /** Bytes of the file the batches of this generation use: where the next batch goes. */
@@ -338,7 +336,6 @@ export class Journal {
     this.generation = crypto.randomBytes(8);
     this.sequence = 0;
     this.unsynced = true;
-    this.retiredUnsynced = true;
   }
 
   /**
@@ -351,7 +348,6 @@ export class Journal {
     if (this.fd === undefined || !this.unsynced) return;
     io.fdatasyncSync(this.fd, this.file);
     this.unsynced = false;
-    this.retiredUnsynced = false;
   }
 
   /** Whether sync() has something to make durable. */
@@ -366,23 +362,27 @@ export class Journal {
   close(): void {
     if (this.fd === undefined) return;
     const fd = this.fd;
-    this.fd = undefined;
     try {
-      if (this.held === undefined && this.used === 0 && fs.fstatSync(fd).size > JOURNAL_RESERVE) {
-        // A retired header is all zeros, so cutting the tail off changes nothing a replay reads,
-        // once that zero header is durable: else a power cut could keep the old header with a
-        // cut body, which a replay would call torn (harmlessly, but misleadingly).
-        io.quietly(() => {
-          if (this.retiredUnsynced) io.fdatasyncSync(fd, this.file);
-          this.retiredUnsynced = false;
-          io.ftruncateSync(fd, JOURNAL_RESERVE, this.file);
-        });
-      }
+      io.quietly(() => this.giveBack());
     } finally {
+      this.fd = undefined;
       fs.closeSync(fd);
       this.meta?.close();
       this.meta = undefined;
     }
+  }
+
+  /**
+   * Gives back the space past the reserve, when the log is retired (a full disk needs it; close()
+   * too). A retired magic is zeros, so cutting the tail off changes nothing a replay reads, once
+   * that zero magic is durable: else a power cut could keep the old header with a cut body,
+   * which a replay would call torn (harmlessly, but misleadingly).
+   */
+  giveBack(): void {
+    const fd = this.fd;
+    if (fd === undefined || this.held !== undefined || this.used !== 0 || fs.fstatSync(fd).size <= JOURNAL_RESERVE) return;
+    if (this.unsynced) this.sync();
+    io.ftruncateSync(fd, JOURNAL_RESERVE, this.file);
   }
 
   /** The journal file's bytes, read without following a symlink; undefined when there is none. */
@@ -465,7 +465,6 @@ export class Journal {
     }
     this.held = undefined;
     this.unsynced = false;
-    this.retiredUnsynced = false;
     return result;
   }
 

@@ -80,6 +80,7 @@ export class Volume {
   private readonly parked = new Set<CipherFile>();
   private readonly timer: NodeJS.Timeout | undefined;
   private relieving: Promise<void> | undefined;
+  private readonly onCheckpointError: ((err: unknown) => void) | undefined;
 
   constructor(opts: VolumeOptions) {
     this.cache = new PackageCache(opts.packageCacheBytes);
@@ -92,6 +93,7 @@ export class Volume {
     // flush would fail: write without the journal, and let the mount say so.
     if (this.journalProblem !== undefined) journal = undefined;
     this.pinnedLimit = opts.pinnedBytes ?? DEFAULT_PINNED_BYTES;
+    this.onCheckpointError = opts.onCheckpointError;
     const checkpointer: Checkpointer = {
       pinned: (file, bytes) => {
         this.pending.add(file);
@@ -99,6 +101,10 @@ export class Volume {
         if (this.pinnedBytes > this.pinnedLimit || (this.ctx.journal?.bytes ?? 0) > JOURNAL_BOUND) this.checkpoint();
       },
       checkpoint: () => this.checkpoint(),
+      reclaim: () => {
+        this.checkpoint();
+        this.ctx.journal?.giveBack();
+      },
       relieve: () => this.relieve(),
     };
     this.ctx = {
@@ -118,7 +124,7 @@ export class Volume {
         try {
           this.checkpoint();
         } catch (err) {
-          opts.onCheckpointError?.(err);
+          this.onCheckpointError?.(err);
         }
       }, interval);
       // The timer never keeps the process alive on its own.
@@ -141,18 +147,30 @@ export class Volume {
       return;
     }
     const files = [...this.pending];
+    const refused: CipherFile[] = [];
     try {
       journal.sync();
-      for (const f of files) f.writePinned();
-      for (const f of files) f.syncPinned();
+      for (const f of files) {
+        const refusal = f.writePinned();
+        if (refusal === undefined) continue;
+        refused.push(f);
+        this.onCheckpointError?.(refusal);
+      }
+      for (const f of files) if (!refused.includes(f)) f.syncPinned();
     } catch (err) {
       if (!(err instanceof io.SimulatedCrash)) journal.hold(`checkpoint: ${err instanceof Error ? err.message : String(err)}`);
       throw err;
     }
-    journal.retire();
-    for (const f of files) this.pinnedBytes -= f.clearPinned();
-    this.pending.clear();
+    // A file that refused its packages keeps them, and the journal its records (not retired,
+    // the next checkpoint tries again); the others are done.
+    if (refused.length === 0) journal.retire();
+    for (const f of files) {
+      if (refused.includes(f)) continue;
+      this.pinnedBytes -= f.clearPinned();
+      this.pending.delete(f);
+    }
     for (const f of [...this.parked]) {
+      if (f.hasPinned) continue;
       this.parked.delete(f);
       if (f.refs === 0) void this.closeFile(f).catch(() => undefined);
     }
