@@ -101,7 +101,7 @@ async function journaledRewrite(dir: string, mk: MasterKeys, crashAt: (op: { kin
   vol = volume(dir, mk);
   f = await vol.open(file, 'f.bin');
   await f.write(10, after.subarray(10, 20));
-  await f.flush('data');
+  await f.flush('none');
   // The checkpoint writes the journal's packages in place, syncs and retires.
   setFaultHook((op) => (crashAt(op) ? 'half' : 'ok'));
   try {
@@ -172,7 +172,7 @@ test.serial("a 0-byte (or torn-prefix) file whose journal record is there gets t
     let vol = volume(dir, mk);
     const f = await vol.open(file, 'new.bin');
     await f.write(0, data);
-    await f.flush('data');
+    await f.flush('none');
     // A crash at the checkpoint's in-place write, after the journal sync; then, as a power cut
     // may leave it, the prefix (never synced) lost or torn.
     setFaultHook((op) => (op.kind === 'writev' && op.path === file ? 'crash' : 'ok'));

@@ -1018,13 +1018,16 @@ export class CipherFile {
   }
 
   private syncLocked(mode: 'data' | 'full'): void {
-    // The journal's records of this file are its durable copy until the next checkpoint writes
-    // them in place (and a retired log must not come back after a power cut once this returned).
-    // The file's own sync covers its prefix (written, never synced, at its creation) and, for
-    // 'full', its metadata.
-    this.ctx.journal?.sync();
-    if (mode === 'data') io.fdatasyncSync(this.fd, this.cipherPath);
-    else io.fsyncSync(this.fd, this.cipherPath);
+    // What the journal holds of this file goes in place: a checkpoint (one journal sync, and a
+    // sync of each file it writes, this one included). Otherwise the journal may still hold the
+    // record of a zero fill that says where this file ends: made durable. The file's own sync
+    // covers its prefix (written, never synced, at its creation) and, for 'full', its metadata.
+    const checkpointer = this.ctx.checkpointer;
+    const checkpointed = checkpointer !== undefined && this.hasPinned;
+    if (checkpointed) checkpointer.checkpoint();
+    else this.ctx.journal?.sync();
+    if (mode === 'full') io.fsyncSync(this.fd, this.cipherPath);
+    else if (!checkpointed || this.hasPinned) io.fdatasyncSync(this.fd, this.cipherPath);
     if (this.dirNeedsSync) {
       this.ctx.dir.fsyncDir(path.dirname(this.cipherPath), io.fsyncSync);
       this.dirNeedsSync = false;

@@ -138,8 +138,10 @@ export class Journal {
   private fd: number | undefined;
   /** `.darefs` while the journal file is open. */
   private meta: MetaDir | undefined;
-  /** Something was appended or retired since the last fdatasync: sync() makes it durable. */
+  /** Batches appended since the last fdatasync: sync() makes them durable. */
   private unsynced = false;
+  /** A retire since the last fdatasync (giveBack() makes it durable before it cuts the file). */
+  private retireUnsynced = false;
   /** Why the committed batches must stay until a replay (see hold()). */
   private held: string | undefined;
   /** Bytes of the file the batches of this generation use: where the next batch goes. */
@@ -335,24 +337,22 @@ export class Journal {
     this.used = 0;
     this.generation = crypto.randomBytes(8);
     this.sequence = 0;
-    this.unsynced = true;
+    this.retireUnsynced = true;
   }
 
   /**
-   * Makes every batch appended, and the last retire(), durable. Called before an application's
-   * fsync returns: its data is then in the journal for good. A retire must be durable too:
-   * otherwise a power cut could bring back a retired log whose sizes cut off appends that were
-   * fsync'ed since.
+   * Makes every batch appended durable (and the last retire with them): before an application's
+   * fsync returns, and before a checkpoint writes anything in place.
+   *
+   * A retire alone needs no sync: a retired log that a power cut brings back holds what the files
+   * already hold in place, since nothing is written in place after a retire without a sync that
+   * first makes the next generation's first batch, at offset 0, durable over it.
    */
   sync(): void {
     if (this.fd === undefined || !this.unsynced) return;
     io.fdatasyncSync(this.fd, this.file);
     this.unsynced = false;
-  }
-
-  /** Whether sync() has something to make durable. */
-  get dirty(): boolean {
-    return this.fd !== undefined && this.unsynced;
+    this.retireUnsynced = false;
   }
 
   /**
@@ -381,7 +381,11 @@ export class Journal {
   giveBack(): void {
     const fd = this.fd;
     if (fd === undefined || this.held !== undefined || this.used !== 0 || fs.fstatSync(fd).size <= JOURNAL_RESERVE) return;
-    if (this.unsynced) this.sync();
+    if (this.unsynced || this.retireUnsynced) {
+      io.fdatasyncSync(fd, this.file);
+      this.unsynced = false;
+      this.retireUnsynced = false;
+    }
     io.ftruncateSync(fd, JOURNAL_RESERVE, this.file);
   }
 
@@ -465,6 +469,7 @@ export class Journal {
     }
     this.held = undefined;
     this.unsynced = false;
+    this.retireUnsynced = false;
     return result;
   }
 
