@@ -416,6 +416,39 @@ test.serial('the journal log: a later batch of another generation ends it; one w
   }
 });
 
+test.serial('unlink while the journal holds a file: its last name, its packages are dropped; another name left, they go in place first', async (t) => {
+  const dir = tempDir(t, 'unlink');
+  const mk = masterKeys(new Rng(seedFor(0xd0ac)).bytes(32));
+  const vol = manualVolume(dir, mk);
+  const data = new Rng(6).bytes(P + 3);
+  for (const name of ['gone.bin', 'linked.bin']) {
+    const f = await vol.create(path.join(dir, name), name, 0o600);
+    await f.write(0, data);
+    await vol.release(f);
+  }
+  fs.linkSync(path.join(dir, 'linked.bin'), path.join(dir, 'other-name.bin'));
+  const writes: string[] = [];
+  setFaultHook((op) => {
+    if (op.path !== undefined && !op.path.includes('.darefs')) writes.push(`${op.kind} ${path.basename(op.path)}`);
+    return 'ok';
+  });
+  for (const name of ['gone.bin', 'linked.bin']) {
+    const cipherPath = path.join(dir, name);
+    const last = vol.beforeUnlink(cipherPath);
+    fs.unlinkSync(cipherPath);
+    vol.unlinked(cipherPath, last);
+  }
+  setFaultHook(null);
+  t.deepEqual(writes.filter((w) => w.endsWith('gone.bin')), [], 'nothing written or synced for a file that is gone');
+  t.true(writes.includes('fdatasync linked.bin'), 'the hard-linked file was written in place and synced before its name went');
+  dies(vol);
+  const again = manualVolume(dir, mk);
+  const r = (await again.recover())!;
+  t.true(r.skipped.every((k) => k.benign === true), JSON.stringify(r.skipped));
+  t.true((await readAll(again, dir, 'other-name.bin')).equals(data), 'the other name holds the data');
+  again.close();
+});
+
 /** The process dies: every later write-type call fails, so closing the volume writes nothing. */
 function dies(vol: Volume): void {
   setFaultHook(() => 'crash');

@@ -280,8 +280,9 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     unlink(path, cb) {
       run('unlink', path, cb, () => {
         const cipherPath = guardChange(path, path);
+        const lastName = volume.beforeUnlink(cipherPath);
         dir.at(cipherPath, fs.unlinkSync);
-        volume.unlinked(cipherPath);
+        volume.unlinked(cipherPath, lastName);
       });
     },
 

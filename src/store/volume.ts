@@ -442,11 +442,35 @@ export class Volume {
   }
 
   /** The name of an open file was removed; the object stays usable through its handles. */
-  unlinked(cipherPath: string): void {
+  unlinked(cipherPath: string, lastName = false): void {
     const file = this.files.get(cipherPath);
     if (!file) return;
     file.unlinked = true;
     this.files.delete(cipherPath);
+    if (lastName && file.refs === 0 && this.parked.has(file)) {
+      // Nothing reaches it any more: what it holds for the next checkpoint need not go in place
+      // (its journal records name a path that is gone, or holds another stream: a replay skips them).
+      this.parked.delete(file);
+      this.pending.delete(file);
+      this.pinnedBytes -= file.clearPinned();
+      const inode = this.inodeOf.get(file);
+      this.inodeOf.delete(file);
+      if (inode !== undefined && this.byInode.get(inode) === file) this.byInode.delete(inode);
+      file.abandon();
+    }
+  }
+
+  /**
+   * Before the name `cipherPath` is removed. The journal names files by path: a file it holds
+   * packages of that keeps another name (a hard link) has them written in place first. Returns
+   * whether this is the file's last name (unlinked() may then drop what it holds).
+   */
+  beforeUnlink(cipherPath: string): boolean {
+    const file = this.files.get(cipherPath);
+    if (!file?.hasPinned) return false;
+    const lastName = this.dir.lstat(cipherPath).nlink <= 1;
+    if (!lastName) this.checkpoint();
+    return lastName;
   }
 
   /** Flushes every open file and makes everything durable (unmount, or a sync of the whole volume). */
