@@ -6,6 +6,7 @@
 import test from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { MAX_PAYLOAD, PREFIX_SIZE, cipherSize } from '../src/dare';
 import { journalKey } from '../src/keys';
 import { ShortCipherFileError, SimulatedCrash, Volume, checkTree, describeRecovery, setFaultHook } from '../src/store';
@@ -447,6 +448,42 @@ test.serial('unlink while the journal holds a file: its last name, its packages 
   t.true(r.skipped.every((k) => k.benign === true), JSON.stringify(r.skipped));
   t.true((await readAll(again, dir, 'other-name.bin')).equals(data), 'the other name holds the data');
   again.close();
+});
+
+test.serial('the MAC covers an image by its header and tag: bytes changed between them (checksum fixed up) fail the AEAD check at replay, nothing written', async (t) => {
+  for (const master of [true, false]) {
+    const dir = tempDir(t, `image-${master ? 'master' : 'ncrypt'}`);
+    const mk = masterKeys(new Rng(seedFor(0xd0ad)).bytes(32));
+    const file = path.join(dir, 'f.bin');
+    const first = new Rng(7).bytes(2 * P);
+    let vol = volume(dir, mk, master);
+    let f = await vol.create(file, 'f.bin', 0o600);
+    await f.write(0, first);
+    await vol.release(f);
+    vol.close();
+    const onDisk = fs.readFileSync(file);
+    vol = new Volume({ keys: mk.keys, settings: SETTINGS_V10, readOnly: false, packageCacheBytes: 4 * P, dirtyBytes: 64 * P, cipherDir: dir, journalKey: master ? journalKey(mk.masterKey) : undefined, commitInterval: 0 });
+    f = await vol.open(file, 'f.bin');
+    await f.write(P + 5, Buffer.from('changed'));
+    await f.flush('none');
+    dies(vol);
+    const journalFile = path.join(dir, '.darefs', 'journal');
+    const log = fs.readFileSync(journalFile);
+    const length = log.readUInt32LE(12);
+    // The image of package 1 ends the record, before its 32-byte tag: flip a byte in its middle.
+    const imageEnd = 68 + length - 32;
+    log[imageEnd - 1000] ^= 0x40;
+    // The unkeyed checksum anyone can fix up (CRC-32 of the header up to it and the body).
+    log.writeUInt32LE(zlib.crc32(log.subarray(68, 68 + length), zlib.crc32(log.subarray(0, 32))), 32);
+    fs.writeFileSync(journalFile, log);
+    const again = volume(dir, mk, master);
+    const r = (await again.recover())!;
+    t.false(r.discarded, 'the batch verifies');
+    t.is(r.skipped.length, 1);
+    t.regex(r.skipped[0].reason, /image of package 1 does not open under the file's key/);
+    t.true(fs.readFileSync(file).equals(onDisk), 'the file untouched');
+    again.close();
+  }
 });
 
 /** The process dies: every later write-type call fails, so closing the volume writes nothing. */

@@ -32,14 +32,15 @@ export interface VolumeOptions {
    * within about this long); 0: only when a bound is reached, an fsync or unmount. Default 5000.
    */
   commitInterval?: number;
-  /** Bytes of sealed packages held for the next checkpoint before one runs at once. Default 32 MiB. */
+  /** Bytes of sealed packages held for the next checkpoint before one runs at once. Default 16 MiB. */
   pinnedBytes?: number;
   /** Told of a timed checkpoint that failed (its batches stay in the journal for the next mount). */
   onCheckpointError?: (err: unknown) => void;
 }
 
 export const DEFAULT_COMMIT_INTERVAL = 5000;
-export const DEFAULT_PINNED_BYTES = 32 * 1024 * 1024;
+// Twice the default dirty budget: a checkpoint per two budget flushes of random writes.
+export const DEFAULT_PINNED_BYTES = 16 * 1024 * 1024;
 /** Journal bytes (records of pinned packages and of zero fills) before a checkpoint runs at once. */
 const JOURNAL_BOUND = 64 * 1024 * 1024;
 
@@ -158,7 +159,7 @@ export class Volume {
       }
       for (const f of files) if (!refused.includes(f)) f.syncPinned();
     } catch (err) {
-      if (!(err instanceof io.SimulatedCrash)) journal.hold(`checkpoint: ${err instanceof Error ? err.message : String(err)}`);
+      journal.hold(`checkpoint: ${err instanceof Error ? err.message : String(err)}`);
       throw err;
     }
     // A file that refused its packages keeps them, and the journal its records (not retired,
