@@ -13,7 +13,7 @@ import { Cipher, MAX_PAYLOAD, Version, encryptStream, packageOffset, randomNonce
 import { CONFIG_DIR } from '../src/keys';
 import { TEMP_PREFIX } from '../src/store';
 import { CLI, passfile, writeNcryptFile, writePassfile } from './helpers/darefs';
-import { MountDirs, assertNoFuseMountsLeft, cleanupLeftovers, makeTestDirs, withMount } from './helpers/mount';
+import { MountDirs, assertNoFuseMountsLeft, cleanupLeftovers, makeTestDirs, sleep, withMount } from './helpers/mount';
 import { KeyFor, RunResult, decryptCipherFile, initMasterVolume, masterMount, run, sha256, stopCleanly, volumeJournal, volumeKeys, withMasterMount } from './helpers/rw';
 
 const P = MAX_PAYLOAD;
@@ -31,7 +31,7 @@ interface FsckJson {
   clean: boolean;
   journal: { pendingPackages: number; pendingFiles: string[]; replayedPackages: number; replayedFiles: string[]; discarded: boolean; torn: boolean };
   counts: { files: number; ok: number; bad: number; packages: number; badPackages: number; temp: number };
-  files: Array<{ path: string; status: string; problems: Array<{ index: number; error: string }>; removed?: boolean }>;
+  files: Array<{ path: string; status: string; problems: Array<{ index: number; error: string }>; removed?: boolean; repaired?: boolean }>;
 }
 
 async function fsckJson(t: ExecutionContext, dirs: MountDirs, ...args: string[]): Promise<{ code: number | null; report: FsckJson }> {
@@ -102,6 +102,8 @@ test.serial('a clean volume: exit 0, JSON counts; refused while mounted unless -
     await fsp.writeFile(path.join(m.mountpoint, 'a.bin'), randomBytes(3 * P + 17));
     await fsp.writeFile(path.join(m.mountpoint, 'sub', 'b.txt'), 'hello');
     await fsp.writeFile(path.join(m.mountpoint, 'empty'), '');
+    // Closed files' packages wait in the journal for the next checkpoint (--commit 0.2 s below).
+    await sleep(600);
     const mounted = await fsck(m);
     t.is(mounted.code, 1, mounted.stderr);
     t.regex(mounted.stderr, /is mounted on .*unmount it first/);
@@ -117,10 +119,10 @@ test.serial('a clean volume: exit 0, JSON counts; refused while mounted unless -
     const text = await fsck(m);
     t.is(text.code, 0);
     t.regex(text.stdout, /checked 3 files \(5 packages, .*\): 3 ok/);
-  });
+  }, { extra: () => ['--commit', '0.2'] });
 });
 
-test.serial('every kind of problem is named by file (and package); --repair only removes temporary files', async (t) => {
+test.serial('every kind of problem is named by file (and package); --repair only removes temporary files and empties files shorter than a prefix', async (t) => {
   const dirs = await makeTestDirs();
   t.teardown(() => fsp.rm(dirs.root, { recursive: true, force: true }));
   await initMasterVolume(dirs);
@@ -181,7 +183,41 @@ test.serial('every kind of problem is named by file (and package); --repair only
   t.is(repaired.code, 6, 'still damaged: --repair guesses nothing');
   t.true(repaired.report.files.find((f) => f.status === 'temp')?.removed);
   t.false(fs.existsSync(path.join(c, 'sub', `${TEMP_PREFIX}0123abcd`)));
+  // Less than a prefix holds no content: --repair makes it an empty file, and touches nothing else.
+  t.like(repaired.report.files.find((f) => f.path === 'short.bin'), { status: 'empty', repaired: true });
+  t.is(fs.statSync(path.join(c, 'short.bin')).size, 0);
+  before.delete('short.bin');
   for (const [name, digest] of before) t.is(sha256(await fsp.readFile(path.join(c, name))), digest, `${name} untouched`);
+});
+
+test.serial('a 0-byte cipher file (a create whose prefix a crash lost): fsck notes it (exit 0); the mount shows an empty file that takes writes', async (t) => {
+  await withMount(
+    t,
+    masterMount(),
+    async (m) => {
+      const file = path.join(m.mountpoint, 'zero.bin');
+      t.is((await fsp.stat(file)).size, 0);
+      t.is((await fsp.readFile(file)).length, 0, 'reads as empty, not EIO');
+      t.notRegex(m.output(), /zero\.bin/, 'nothing logged about it');
+      await fsp.appendFile(file, 'now it has content');
+      t.is((await fsp.readFile(file)).toString(), 'now it has content');
+      await stopCleanly(t, m);
+      const after = await fsckJson(t, m);
+      t.is(after.code, 0);
+      t.deepEqual(after.report.files.map((f) => [f.path, f.status]), [['zero.bin', 'ok']]);
+    },
+    {
+      setup: async (dirs) => {
+        await initMasterVolume(dirs);
+        await fsp.writeFile(path.join(dirs.cipherDir, 'zero.bin'), '');
+        const { code, report } = await fsckJson(t, dirs);
+        t.is(code, 0, 'information, not damage');
+        t.true(report.clean);
+        t.deepEqual(report.files.map((f) => [f.path, f.status]), [['zero.bin', 'empty']]);
+        t.regex((await fsck(dirs)).stdout, /^zero\.bin: EMPTY \(information\): 0 bytes, no prefix yet/m);
+      },
+    },
+  );
 });
 
 test.serial('a torn package with its journal entry: fsck reports the pending batch; the mount replays it (one log line) and reads the new version', async (t) => {

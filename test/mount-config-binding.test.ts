@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { CLI, darefsMount, passfile, writePassfile } from './helpers/darefs';
 import { VECTOR_PASSWORD } from './helpers/keys-for-tests';
 import { assertNoFuseMountsLeft, cleanupLeftovers, makeTestDirs, MountDirs, withMount } from './helpers/mount';
+import { writeFileSynced } from './helpers/rw';
 import { mountExpectingRefusal } from './helpers/refusal';
 
 test.after.always(() => cleanupLeftovers());
@@ -119,7 +120,8 @@ test.serial('a legacy config: a read-only mount leaves it, a read-write mount up
     darefsMount(),
     async (m) => {
       cipherDir = m.cipherDir;
-      await fsp.writeFile(path.join(m.mountpoint, 'new.txt'), 'written after the upgrade\n');
+      // fsync'ed: in the cipher file (not only in the journal) for the decrypt below.
+      await writeFileSynced(path.join(m.mountpoint, 'new.txt'), 'written after the upgrade\n');
       const upgraded = await readRaw(m);
       t.is(upgraded.formatVersion, 2);
       t.like(upgraded, { kdf: 'hmac-sha256', cipher: 'aes', writeVersion: '1.0', convert2to1: true, masterKeySource: 'passphrase' });

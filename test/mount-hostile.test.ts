@@ -26,7 +26,7 @@ import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { assertNoFuseMountsLeft, cleanupLeftovers, sleep, type MountContext } from './helpers/mount';
-import { decryptCipherFile, requirePrograms, runOk, stopCleanly, volumeKeys, withMasterMount } from './helpers/rw';
+import { decryptCipherFile, requirePrograms, runOk, stopCleanly, volumeKeys, withMasterMount, writeFileSynced } from './helpers/rw';
 
 test.after.always(async () => {
   await cleanupLeftovers();
@@ -165,7 +165,7 @@ async function prepareVolume(m: MountContext): Promise<{ home: string; cipherHom
   const home = path.join(m.mountpoint, 'home');
   await fsp.mkdir(home, { mode: 0o755 });
   await fsp.chown(home, NOBODY, NOBODY);
-  await fsp.writeFile(path.join(m.mountpoint, 'root-file'), ROOT_PLAIN, { mode: 0o600 });
+  await writeFileSynced(path.join(m.mountpoint, 'root-file'), ROOT_PLAIN, 0o600);
   const rootCipher = path.join(m.cipherDir, 'root-file');
   // Copied outside, it must really be something the daemon would decrypt.
   const keys = await volumeKeys(m.cipherDir);
@@ -181,7 +181,10 @@ function plantOutside(file: string, kind: 'cipher' | 'plain', rootCipher: string
   fs.chmodSync(file, 0o600);
 }
 
-const MOUNT = { extra: () => ['--allow-other'], stopTimeoutMs: 5000 };
+// --commit 0.2: nobody's files, once closed, are in place and closed by the daemon within
+// CHECKPOINTED_MS (until then the daemon keeps them open, and serves them, by their descriptor).
+const MOUNT = { extra: () => ['--allow-other', '--commit', '0.2'], stopTimeoutMs: 5000 };
+const CHECKPOINTED_MS = 800;
 
 /** What nobody does to its file `$F` (swapped for a symlink to root's file). */
 const FILE_ACTIONS: Record<string, string> = {
@@ -234,6 +237,7 @@ test.serial('nobody cannot reach a root-only file outside the volume through its
       }
       // nobody's files, made through the mount by nobody; root's files outside, one per case.
       await runOk(AS_NOBODY[0], [...AS_NOBODY.slice(1), 'sh', '-c', 'cd "$1" && shift && for n; do printf %s "$0" > "$n"; done', NOBODY_DATA, home, ...cases.map((c) => c.name)]);
+      await sleep(CHECKPOINTED_MS);
       for (const c of cases) plantOutside(path.join(outside, c.name), c.kind, rootCipher);
       const before = snapshot(outside);
 
@@ -318,6 +322,7 @@ test.serial('nobody cannot list or change a root-only directory outside the volu
         home,
         ...cases.map((c) => c.name),
       ]);
+      await sleep(CHECKPOINTED_MS);
       for (const c of cases) {
         const d = path.join(outside, c.name);
         fs.mkdirSync(d);
@@ -402,8 +407,9 @@ test.serial('a FIFO swapped in for a cipher file: EIO at once, the daemon goes o
   await withMasterMount(
     t,
     async (m) => {
-      for (const name of ['victim-read', 'victim-write', 'ro-victim-read', 'other']) await fsp.writeFile(path.join(m.mountpoint, name), `${name}\n`);
-      await fsp.writeFile(path.join(m.mountpoint, 'other'), 'other file\n');
+      // fsync'ed: in place, and the daemon holds none of them open once they are closed.
+      for (const name of ['victim-read', 'victim-write', 'ro-victim-read', 'other']) await writeFileSynced(path.join(m.mountpoint, name), `${name}\n`);
+      await writeFileSynced(path.join(m.mountpoint, 'other'), 'other file\n');
       const aside = path.join(m.root, 'aside');
       fs.mkdirSync(aside);
       t.deepEqual(

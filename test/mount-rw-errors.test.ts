@@ -10,7 +10,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { MAX_PACKAGE } from '../src/dare';
 import { prng } from './helpers/darefs';
-import { MountDirs, assertNoFuseMountsLeft, cleanupLeftovers, withMount } from './helpers/mount';
+import { MountDirs, assertNoFuseMountsLeft, cleanupLeftovers, sleep, withMount } from './helpers/mount';
 import {
   decryptCipherFile,
   initMasterVolume,
@@ -358,6 +358,8 @@ test.serial('corrupt cipher files are listed; reading them fails with EIO; the r
       // A file written through the mount, then one ciphertext byte of package 1 flipped.
       await fsp.writeFile(mnt('tampered.bin'), good);
       await fsp.writeFile(mnt('good.bin'), good);
+      // Once the checkpoint has put them in place (--commit 0.2 below) and closed them.
+      await sleep(800);
       const tampered = path.join(m.cipherDir, 'tampered.bin');
       const raw = fs.readFileSync(tampered);
       raw[32 + MAX_PACKAGE + 100] ^= 1;
@@ -390,6 +392,7 @@ test.serial('corrupt cipher files are listed; reading them fails with EIO; the r
       t.regex(m.output(), /tampered\.bin/, 'the log names the tampered file');
     },
     {
+      extra: () => ['--commit', '0.2'],
       setup: async (dirs) => {
         const r = prng(12);
         fs.writeFileSync(path.join(dirs.cipherDir, 'short.bin'), randomBytesFrom(r, 20));

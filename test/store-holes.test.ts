@@ -159,6 +159,8 @@ async function onSmallDisk(t: ExecutionContext, seed: number, settings = SETTING
   const content = rng.bytes(3 * P + 4321);
   await f.write(0, content);
   await f.flush('full');
+  // In place (a flush leaves it in the journal until a checkpoint).
+  vol.checkpoint();
   return { vol, f, file, content, mk, dir };
 }
 

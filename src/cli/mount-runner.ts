@@ -27,6 +27,8 @@ export interface MountSettings {
   idleUnmountMs?: number;
   /** false with --no-journal: in-place rewrites are not journaled (a crash can tear a package). */
   journal?: boolean;
+  /** --commit: seconds between checkpoints (what closed files wrote is durable within about this long). */
+  commitSeconds?: number;
   /** false with --no-password-check: no key check on sample files when there is no config. */
   passwordCheck?: boolean;
   /** Undefined: the own transport when its addon loads, else fuse-native. */
@@ -63,6 +65,8 @@ export async function serveMount(s: MountSettings, secrets: VolumeSecrets, notif
     packageCacheBytes: s.packageCacheMiB === undefined ? undefined : s.packageCacheMiB * 1024 * 1024,
     maxKeys: s.keyCacheEntries,
     journal: s.journal,
+    commitInterval: s.commitSeconds === undefined ? undefined : s.commitSeconds * 1000,
+    onCheckpointError: (err) => log.problem(`checkpoint failed (the journal keeps its records for the next mount's replay): ${err instanceof Error ? err.message : String(err)}`),
     passwordCheck: s.passwordCheck,
   });
   secrets.passphrase?.fill(0);

@@ -13,7 +13,8 @@ export function toFuseStat(st: fs.BigIntStats, openSize: number | undefined, onI
   let size = Number(st.size);
   if (st.isFile()) {
     if (openSize !== undefined) size = openSize;
-    else {
+    // 0 bytes: an empty file whose prefix is not written yet (a crash cut its creation short).
+    else if (size !== 0) {
       const plain = plaintextSizeOrUndefined(size);
       if (plain === undefined) onInvalid();
       size = plain ?? 0;

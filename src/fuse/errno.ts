@@ -1,7 +1,7 @@
 import * as os from 'node:os';
 import { DareError, LinkTargetTooLongError, SealedLinkError } from '../dare';
 import { KeyError } from '../keys';
-import { ClosedFileError, NotRegularFileError, ReadOnlyError, UnsafePathError } from '../store';
+import { ClosedFileError, NotRegularFileError, ReadOnlyError, ShortCipherFileError, UnsafePathError } from '../store';
 import { Errno } from './native-types';
 
 /**
@@ -18,6 +18,8 @@ export function toErrno(err: unknown): number {
   // Something planted in the cipher directory: an I/O error for that entry, never followed.
   if (err instanceof UnsafePathError || err instanceof NotRegularFileError) return Errno.EIO;
   if (err instanceof KeyError) return Errno.EIO;
+  // Less than a prefix: no content to give, nothing to guess.
+  if (err instanceof ShortCipherFileError) return Errno.EIO;
   const code = typeof err === 'object' && err !== null ? (err as NodeJS.ErrnoException).code : undefined;
   if (code !== undefined) {
     const n = (os.constants.errno as Record<string, number>)[code];
@@ -31,7 +33,7 @@ export function toErrno(err: unknown): number {
 
 /** Whether an error is worth a log line (not the ordinary ENOENT/EEXIST of a working system). */
 export function isProblem(err: unknown): boolean {
-  if (err instanceof UnsafePathError || err instanceof NotRegularFileError || err instanceof SealedLinkError) return true;
+  if (err instanceof UnsafePathError || err instanceof NotRegularFileError || err instanceof SealedLinkError || err instanceof ShortCipherFileError) return true;
   if (err instanceof LinkTargetTooLongError) return false;
   return err instanceof DareError || err instanceof KeyError || !(typeof err === 'object' && err !== null && 'code' in err);
 }

@@ -123,6 +123,25 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     }
   }
 
+  /** rename(2), or renameat2(2) with RENAME_NOREPLACE / RENAME_EXCHANGE. */
+  async function renameEntry(src: string, dest: string, flags: number): Promise<void> {
+    const from = guardChange(src, src);
+    const to = guardChange(dest, dest);
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) || flags === (RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+      throw Object.assign(new Error(`rename flags ${flags} not supported`), { code: 'EINVAL' });
+    }
+    if (flags && !sys) throw Object.assign(new Error(`rename with flags needs native/darefs_sys (${sysMissing})`), { code: 'EINVAL' });
+    // What was written to `from` is durable before its new name can be (write, close, rename
+    // over never leaves the name empty or torn), and the journal names it by its old path. An
+    // exchange moves `to` as well.
+    await volume.beforeRename(from);
+    if (flags & RENAME_EXCHANGE) await volume.beforeRename(to);
+    if (flags && sys) dir.at2(from, to, (a, b) => sys.renameat2(a, b, flags));
+    else dir.at2(from, to, fs.renameSync);
+    if (flags & RENAME_EXCHANGE) volume.exchanged(from, to, (p) => paths.plain(p));
+    else volume.renamed(from, to, (p) => paths.plain(p));
+  }
+
   /** Refuses a name that is hidden, or any change on a read-only volume. */
   function guardChange(path: string, what: string): string {
     if (volume.readOnly) throw new ReadOnlyError(what);
@@ -291,37 +310,18 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     unlink(path, cb) {
       run('unlink', path, cb, () => {
         const cipherPath = guardChange(path, path);
+        const lastName = volume.beforeUnlink(cipherPath);
         dir.at(cipherPath, fs.unlinkSync);
-        volume.unlinked(cipherPath);
+        volume.unlinked(cipherPath, lastName);
       });
     },
 
     rename(src, dest, cb) {
-      run('rename', src, cb, () => {
-        const from = guardChange(src, src);
-        const to = guardChange(dest, dest);
-        dir.at2(from, to, fs.renameSync);
-        volume.renamed(from, to, (p) => paths.plain(p));
-      });
+      run('rename', src, cb, () => renameEntry(src, dest, 0));
     },
 
     rename2(src, dest, flags, cb) {
-      run('rename2', src, cb, () => {
-        const from = guardChange(src, src);
-        const to = guardChange(dest, dest);
-        if (flags === 0) {
-          dir.at2(from, to, fs.renameSync);
-          volume.renamed(from, to, (p) => paths.plain(p));
-          return;
-        }
-        if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) || flags === (RENAME_NOREPLACE | RENAME_EXCHANGE)) {
-          throw Object.assign(new Error(`rename flags ${flags} not supported`), { code: 'EINVAL' });
-        }
-        if (!sys) throw Object.assign(new Error(`rename with flags needs native/darefs_sys (${sysMissing})`), { code: 'EINVAL' });
-        dir.at2(from, to, (a, b) => sys.renameat2(a, b, flags));
-        if (flags & RENAME_EXCHANGE) volume.exchanged(from, to, (p) => paths.plain(p));
-        else volume.renamed(from, to, (p) => paths.plain(p));
-      });
+      run('rename2', src, cb, () => renameEntry(src, dest, flags));
     },
 
     // Encrypted bytes cannot be sparse: every byte of a file is sealed data, so mode 0 makes the

@@ -22,7 +22,7 @@ import {
 } from '../dare';
 import { FALLOC_FL_KEEP_SIZE, loadSysCalls } from '../sys';
 import type { CipherDir } from './cipher-dir';
-import { ClosedFileError, ReadOnlyError } from './errors';
+import { ClosedFileError, ReadOnlyError, ShortCipherFileError } from './errors';
 import * as io from './io';
 import type { Journal, JournalEntry } from './journal';
 import { Mutex } from './mutex';
@@ -53,6 +53,22 @@ export class DirtyBudget {
   }
 }
 
+/**
+ * The volume's side of group commit. A flush puts a file's sealed packages in the journal (not
+ * synced) and keeps them ("pinned") until a checkpoint syncs the journal once for every file,
+ * writes them in place, syncs the files and retires the journal.
+ */
+export interface Checkpointer {
+  /** `file` pinned `bytes` more (negative: fewer): it takes part in the next checkpoint. */
+  pinned(file: CipherFile, bytes: number): void;
+  /** The checkpoint itself (synchronous: no request runs in between). */
+  checkpoint(): void;
+  /** A full disk: checkpoints and gives back the journal's space past its reserve. */
+  reclaim(): void;
+  /** Flushes other files' unsealed changes while the dirty budget is exceeded. */
+  relieve(): Promise<void>;
+}
+
 export interface FileContext {
   /** Every access to the cipher directory goes through it (confined: FORMAT.md §6). */
   dir: CipherDir;
@@ -65,6 +81,8 @@ export interface FileContext {
   counters: StoreCounters;
   /** Redo journal of in-place package rewrites; without it a crash can tear a package. */
   journal?: Journal;
+  /** With the journal: the checkpoints (the volume). */
+  checkpointer?: Checkpointer;
 }
 
 export interface StoreCounters {
@@ -124,6 +142,16 @@ export class CipherFile {
   private closed = false;
   /** Cached by streamPrefix(); forgotten when a rewrite gives the stream a new prefix. */
   private prefix: Buffer | undefined;
+  /** False for a 0-byte cipher file until its first flush with content writes `prefix`. */
+  private prefixOnDisk = true;
+  /**
+   * Sealed packages in the journal that the next checkpoint writes in place, and the cipher size
+   * it leaves (undefined: nothing pending). Reads take these over what the disk holds.
+   */
+  private readonly pinned = new Map<number, Buffer>();
+  private pinnedCipherSize: number | undefined;
+  /** A flush for the dirty budget that another file's write asked for failed: see flushForBudget(). */
+  private deferredError: unknown;
 
   private constructor(
     /** Cipher file path; the volume updates it on rename. */
@@ -158,6 +186,17 @@ export class CipherFile {
     }
     try {
       const { size: fileSize } = fs.fstatSync(fd);
+      // No byte at all: a file whose creation a crash cut short before its prefix reached the
+      // disk (or made by hand). It is an empty file; its first write gives it a prefix.
+      if (fileSize === 0) {
+        const prefix = crypto.randomBytes(PREFIX_SIZE);
+        const key = await ctx.keys.key(prefix);
+        const file = new CipherFile(cipherPath, name, fd, writeRefusal, key, ctx.settings.newFileVersion, ctx.settings.newFileCipher, undefined, 0, ctx);
+        file.prefix = prefix;
+        file.prefixOnDisk = false;
+        return file;
+      }
+      if (fileSize < PREFIX_SIZE) throw new ShortCipherFileError(name, fileSize);
       const size = plaintextSize(fileSize);
       const head = Buffer.alloc(PREFIX_SIZE + HEADER_SIZE);
       fs.readSync(fd, head, 0, Math.min(head.length, fileSize), 0);
@@ -286,8 +325,8 @@ export class CipherFile {
   }
 
   /** Writes `data` at `offset`, filling any gap after the end with zeros. */
-  write(offset: number, data: Buffer): Promise<number> {
-    return this.lock.run(async () => {
+  async write(offset: number, data: Buffer): Promise<number> {
+    const n = await this.lock.run(async () => {
       await this.prepareChange();
       if (data.length === 0) return 0;
       if (offset > this.size) await this.extendWithZeros(offset);
@@ -301,14 +340,49 @@ export class CipherFile {
         data.copy(buf, from, from + start - offset, to + start - offset);
       }
       this.size = newSize;
-      if (this.ctx.dirty.exceeded) this.flushLocked();
+      if (this.ctx.dirty.exceeded && !this.ctx.checkpointer) this.flushLocked();
       return data.length;
     });
+    await this.relieveBudget();
+    return n;
+  }
+
+  /**
+   * Over the dirty budget (with the journal): every file holding unsealed changes is flushed,
+   * this one first, not only this one: else another file's changes (a kept 2.0 stream's wait
+   * for its next flush) would make every write of this one seal at once.
+   */
+  private async relieveBudget(): Promise<void> {
+    if (this.ctx.dirty.exceeded && this.ctx.checkpointer) {
+      await this.flush('none');
+      await this.ctx.checkpointer.relieve();
+    }
+  }
+
+  /**
+   * A flush for the dirty budget, asked by another file's write: its failure is this file's,
+   * reported by this file's next operation (as the kernel reports a failed writeback at the next
+   * fsync), not the writer's.
+   */
+  async flushForBudget(): Promise<void> {
+    try {
+      await this.flush('none');
+    } catch (err) {
+      this.deferredError ??= err;
+    }
+  }
+
+  /** Throws (once) what a flush for the dirty budget failed with. */
+  private takeDeferredError(): void {
+    const err = this.deferredError;
+    if (err === undefined) return;
+    this.deferredError = undefined;
+    throw err;
   }
 
   /** Sets the plaintext size: shrinking drops the tail, growing appends zeros (no holes). */
-  truncate(newSize: number): Promise<void> {
-    return this.lock.run(async () => {
+  async truncate(newSize: number): Promise<void> {
+    await this.lock.run(async () => {
       await this.prepareChange();
       if (newSize > this.size) {
         await this.extendWithZeros(newSize);
@@ -323,14 +397,16 @@ export class CipherFile {
         }
         this.size = newSize;
       }
-      if (this.ctx.dirty.exceeded) this.flushLocked();
+      if (this.ctx.dirty.exceeded && !this.ctx.checkpointer) this.flushLocked();
     });
+    await this.relieveBudget();
   }
 
   /** Seals and writes every change; with `sync`, also makes it durable. */
   flush(sync: 'none' | 'data' | 'full' = 'none'): Promise<void> {
     return this.lock.run(async () => {
       if (this.closed) return;
+      this.takeDeferredError();
       await this.flushChanges();
       if (sync !== 'none') this.syncLocked(sync);
     });
@@ -342,6 +418,8 @@ export class CipherFile {
       if (this.closed) return;
       try {
         await this.flushChanges();
+        // The descriptor goes: what the journal holds for it is written in place first.
+        if (this.pinnedCipherSize !== undefined) this.ctx.checkpointer?.checkpoint();
       } finally {
         this.closed = true;
         for (const index of [...this.dirty.keys()]) this.dropDirty(index);
@@ -351,6 +429,21 @@ export class CipherFile {
         fs.closeSync(this.fd);
       }
     });
+  }
+
+  /**
+   * Closes at once, without flushing (the volume's shutdown, after its last checkpoint): forgets
+   * the key, the changes and the cached plaintext.
+   */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const index of [...this.dirty.keys()]) this.dropDirty(index);
+    this.ctx.cache.dropFile(this.id, this.cachedIndexes);
+    this.cachedIndexes.clear();
+    this.clearPinned();
+    this.key.fill(0);
+    fs.closeSync(this.fd);
   }
 
   /** The next fsync also syncs the parent directory (after create or rename). */
@@ -364,6 +457,52 @@ export class CipherFile {
 
   get dirtyPackages(): number {
     return this.dirty.size;
+  }
+
+  /** Whether the journal holds packages of this file that are not in place yet. */
+  get hasPinned(): boolean {
+    return this.pinnedCipherSize !== undefined;
+  }
+
+  /**
+   * Checkpoint, step 2 (after the journal sync): writes the pinned packages in place and sets
+   * the size. The space was reserved when they were pinned.
+   */
+  writePinned(): NodeJS.ErrnoException | undefined {
+    if (this.pinnedCipherSize === undefined || this.closed) return undefined;
+    const indexes = [...this.pinned.keys()].sort((a, b) => a - b);
+    let wrote = false;
+    try {
+      for (let i = 0; i < indexes.length; ) {
+        let j = i;
+        while (j + 1 < indexes.length && indexes[j + 1] === indexes[j] + 1 && j + 1 - i < MAX_IOV_PACKAGES) j++;
+        writevFully(this.fd, indexes.slice(i, j + 1).map((index) => this.pinned.get(index)!), packageOffset(indexes[i]), this.cipherPath);
+        wrote = true;
+        i = j + 1;
+      }
+      if (fs.fstatSync(this.fd).size !== this.pinnedCipherSize) io.ftruncateSync(this.fd, this.pinnedCipherSize, this.cipherPath);
+    } catch (err) {
+      // Refused before anything was written (made immutable since, say): the file is as it was,
+      // and its records stay in the journal until a later checkpoint can write them.
+      if (!wrote && isErrno(err, 'EPERM', 'EACCES', 'EROFS')) return err as NodeJS.ErrnoException;
+      throw err;
+    }
+    return undefined;
+  }
+
+  /** Checkpoint, step 3: makes what writePinned() wrote durable. */
+  syncPinned(): void {
+    if (this.pinnedCipherSize === undefined || this.closed) return;
+    io.fdatasyncSync(this.fd, this.cipherPath);
+  }
+
+  /** Checkpoint, last step (the journal retired): forgets the pinned packages; returns their bytes. */
+  clearPinned(): number {
+    let bytes = 0;
+    for (const image of this.pinned.values()) bytes += image.length;
+    this.pinned.clear();
+    this.pinnedCipherSize = undefined;
+    return bytes;
   }
 
   // ---- internals; all run under the lock ----
@@ -380,6 +519,7 @@ export class CipherFile {
   /** Before any change: refuse on read-only, and convert a 2.0 stream to 1.0 once. */
   private async prepareChange(): Promise<void> {
     this.assertOpen();
+    this.takeDeferredError();
     if (this.ctx.readOnly) throw new ReadOnlyError(this.name);
     // The errno of the refused read-write open (EACCES, EPERM for an immutable file, EROFS), as
     // ext4 would give it.
@@ -425,7 +565,7 @@ export class CipherFile {
     for (let index = first; index <= last; index++) {
       const length = payloadLength(index, size);
       const at = packageOffset(index) - start;
-      const pkg = raw.subarray(at, Math.min(got, at + length + 32));
+      const pkg = this.pinned.get(index) ?? raw.subarray(at, Math.max(at, Math.min(got, at + length + 32)));
       let plain: Buffer;
       try {
         plain = openPackage(this.key, pkg, { index, payloadLength: length, last: index === count - 1, reference: this.reference! });
@@ -526,6 +666,9 @@ export class CipherFile {
    */
   private async sealZeros(end: number, reserveTo: number): Promise<void> {
     this.flushLocked();
+    this.writePrefix();
+    // It writes in place: what the journal holds of this file goes there first (and its size).
+    if (this.hasPinned) this.ctx.checkpointer?.checkpoint();
     const start = this.size;
     const oldCipherSize = cipherSize(start);
     const partial = start % MAX_PAYLOAD !== 0 ? packageIndex(start - 1) : undefined;
@@ -564,10 +707,8 @@ export class CipherFile {
         }
         written = true;
         const n = writevFully(this.fd, sealed, at, this.cipherPath);
-        if (journal) {
-          io.fdatasyncSync(this.fd, this.cipherPath);
-          journal.retire();
-        }
+        // Durable before the next batch's record (or the last one below) moves the end past it.
+        if (journal) io.fdatasyncSync(this.fd, this.cipherPath);
         durable = at + n;
         this.size = this.diskSize = batchEnd * MAX_PAYLOAD;
         if (this.reference === undefined) {
@@ -577,6 +718,9 @@ export class CipherFile {
         index = batchEnd;
         if (index < last) await yieldToLoop();
       }
+      // The records so far end the file before the last batch: this one says where it ends now.
+      // The next checkpoint retires them all.
+      if (journal) journal.append([entryFor([], durable)]);
     } catch (err) {
       let restoreErr: unknown;
       if (!written) {
@@ -592,10 +736,7 @@ export class CipherFile {
           }
           if (partial !== undefined) writeFully(this.fd, restore!, packageOffset(partial), this.cipherPath);
           io.ftruncateSync(this.fd, oldCipherSize, this.cipherPath);
-          if (journal) {
-            io.fdatasyncSync(this.fd, this.cipherPath);
-            journal.retire();
-          }
+          if (journal) io.fdatasyncSync(this.fd, this.cipherPath);
         } catch (e) {
           restoreErr = e;
           // The committed entry puts the file back at the next mount's replay; without one, at
@@ -620,13 +761,22 @@ export class CipherFile {
   }
 
   /**
-   * Seals dirty packages of a 1.0 stream in place. A failure while the file grows (a full disk)
-   * puts the file back as it was on disk and drops the unsealed changes, so the file never
-   * holds a torn package and reads back whole as before.
+   * Seals the dirty packages of a 1.0 stream. With the journal they go there (flushToJournal);
+   * without, straight in place: a failure while the file grows (a full disk) then puts the file
+   * back as it was on disk and drops the unsealed changes, so the file never holds a torn
+   * package and reads back whole as before.
    */
   private flushLocked(): void {
     if (this.keepsVersion20) return;
     if (this.dirty.size === 0 && this.size === this.diskSize) return;
+    this.writePrefix();
+    // A file unlinked while open does not outlive a crash: nothing to journal (its old path may
+    // name another file by now); it is written in place.
+    const journal = this.unlinked ? undefined : this.ctx.journal;
+    if (journal) {
+      this.flushToJournal(journal);
+      return;
+    }
     const oldCipherSize = cipherSize(this.diskSize);
     const oldCount = packageCount(this.diskSize);
     // The old last package, if it changes length, is rewritten across the old end of file:
@@ -645,48 +795,16 @@ export class CipherFile {
     const grows = Math.max(0, oldCount - 1);
     const indexes = [...sorted.filter((i) => i >= grows), ...sorted.filter((i) => i < grows)];
     const count = packageCount(this.size);
-    // A file unlinked while open does not outlive a crash: nothing to journal (and its old path
-    // may name another file by now).
-    const journal = this.unlinked ? undefined : this.ctx.journal;
-    // With the journal, the images that overwrite sealed bytes (index below the old package
-    // count, the old last package included) are sealed first and committed before any byte is
-    // written in place.
-    let images: Map<number, Buffer> | undefined;
-    let committed = false;
     let written = false;
-    let inPlace = false;
     try {
-      if (journal) {
-        images = new Map();
-        const entry: JournalEntry = { path: path.relative(journal.root, this.cipherPath), prefix: this.streamPrefix(), writes: [], size: 0, key: this.key };
-        let end = oldCipherSize;
-        for (const index of sorted) {
-          if (index >= oldCount) break;
-          const image = this.seal(index, this.dirty.get(index)!, index === count - 1);
-          images.set(index, image);
-          entry.writes.push({ offset: packageOffset(index), bytes: image });
-          end = Math.max(end, packageOffset(index) + image.length);
-        }
-        // The size the file must have when only these images are applied: a shrink cuts to the
-        // new size; growth keeps the old size, or the end of the old last package rewritten
-        // longer, so a replay cuts off appends that a crash may have torn. With no image to
-        // write (pure appends) the entry still says where the durable file ends.
-        const newCipherSize = cipherSize(this.size);
-        entry.size = newCipherSize <= oldCipherSize ? newCipherSize : end;
-        // Nothing is written in place before this returns: a failing commit (a full disk)
-        // leaves the file untouched.
-        journal.commit([entry]);
-        committed = true;
-      }
       let fileEnd = oldCipherSize;
       let i = 0;
       while (i < indexes.length) {
         let j = i;
         while (j + 1 < indexes.length && indexes[j + 1] === indexes[j] + 1 && j + 1 - i < MAX_IOV_PACKAGES) j++;
-        const sealed = indexes.slice(i, j + 1).map((index) => images?.get(index) ?? this.seal(index, this.dirty.get(index)!, index === count - 1));
+        const sealed = indexes.slice(i, j + 1).map((index) => this.seal(index, this.dirty.get(index)!, index === count - 1));
         const at = packageOffset(indexes[i]);
         written = true;
-        if (indexes[i] < grows) inPlace = true;
         fileEnd = Math.max(fileEnd, at + writevFully(this.fd, sealed, at, this.cipherPath));
         i = j + 1;
       }
@@ -694,36 +812,11 @@ export class CipherFile {
         written = true;
         io.ftruncateSync(this.fd, cipherSize(this.size), this.cipherPath);
       }
-      if (journal) {
-        // fdatasync covers the data and the size, all a replay would restore; then the batch
-        // is no longer needed.
-        io.fdatasyncSync(this.fd, this.cipherPath);
-        journal.retire();
-      }
     } catch (err) {
-      const why = (): string => `${this.name}: ${err instanceof Error ? err.message : String(err)}`;
       try {
-        // An overwrite inside the old end of file that failed (an I/O error; ENOSPC only on a
-        // copy-on-write file system) may have torn a package, and only the journal can put it
-        // right: the batch stays for the next mount's replay (hold() refuses any batch that
-        // would overwrite it). Otherwise the file is put back as it was.
-        if (written && !(inPlace && committed)) {
-          try {
-            io.ftruncateSync(this.fd, oldCipherSize, this.cipherPath);
-            if (restore) writeFully(this.fd, restore.bytes, restore.offset, this.cipherPath);
-          } catch (restoreErr) {
-            if (committed) journal!.hold(why());
-            throw restoreErr;
-          }
-        }
-        if (committed) {
-          if (inPlace) {
-            journal!.hold(why());
-          } else {
-            // Back as it was: make that durable before the batch that says otherwise goes.
-            if (written) io.fdatasyncSync(this.fd, this.cipherPath);
-            journal!.retire();
-          }
+        if (written) {
+          io.ftruncateSync(this.fd, oldCipherSize, this.cipherPath);
+          if (restore) writeFully(this.fd, restore.bytes, restore.offset, this.cipherPath);
         }
       } finally {
         for (const index of indexes) this.dropDirty(index);
@@ -731,6 +824,66 @@ export class CipherFile {
       }
       throw err;
     }
+    this.sealed(indexes);
+  }
+
+  /**
+   * Group commit: seals every dirty package and appends them, with the new size, to the journal
+   * as one record, not synced; they stay pinned in memory until the next checkpoint writes them
+   * in place (after one journal sync for every file's records). A killed daemon loses nothing:
+   * the record is in the page cache, and the next mount's replay writes it. A power cut loses
+   * what no sync made durable, and tears nothing: nothing was written in place. A failure (the
+   * journal on a full disk) drops the unsealed changes, and the file stays as before them.
+   */
+  private flushToJournal(journal: Journal): void {
+    const sorted = [...this.dirty.keys()].sort((a, b) => a - b);
+    const count = packageCount(this.size);
+    const newCipherSize = cipherSize(this.size);
+    const entry: JournalEntry = { path: path.relative(journal.root, this.cipherPath), prefix: this.streamPrefix(), writes: [], size: newCipherSize, key: this.key };
+    const images = new Map<number, Buffer>();
+    try {
+      for (const index of sorted) {
+        const image = this.seal(index, this.dirty.get(index)!, index === count - 1);
+        images.set(index, image);
+        entry.writes.push({ offset: packageOffset(index), bytes: image });
+      }
+      // The checkpoint must not fail for want of space (a full disk fails here, before the
+      // changes are accepted). The journal holds data twice until its checkpoint: on a full
+      // disk, one now gives its space back, and the flush tries once more.
+      const onDisk = this.pinnedCipherSize ?? cipherSize(this.diskSize);
+      const reserveAndAppend = (): void => {
+        if (newCipherSize > onDisk) reserveSpace(this.fd, onDisk, newCipherSize - onDisk, this.cipherPath);
+        journal.append([entry]);
+      };
+      try {
+        reserveAndAppend();
+      } catch (err) {
+        if (!isErrno(err, 'ENOSPC', 'EDQUOT') || !this.ctx.checkpointer) throw err;
+        this.ctx.checkpointer.reclaim();
+        reserveAndAppend();
+      }
+    } catch (err) {
+      for (const index of sorted) this.dropDirty(index);
+      this.size = this.diskSize;
+      throw err;
+    }
+    let added = 0;
+    for (const [index, image] of images) {
+      added += image.length - (this.pinned.get(index)?.length ?? 0);
+      this.pinned.set(index, image);
+    }
+    for (const [index, image] of this.pinned) {
+      if (index < count) continue;
+      added -= image.length;
+      this.pinned.delete(index);
+    }
+    this.pinnedCipherSize = newCipherSize;
+    this.sealed(sorted);
+    this.ctx.checkpointer?.pinned(this, added);
+  }
+
+  /** After a flush: the sealed packages' plaintext goes from the dirty map to the cache. */
+  private sealed(indexes: number[]): void {
     for (const index of indexes) {
       const plain = this.dirty.get(index)!;
       this.dropDirty(index);
@@ -739,10 +892,23 @@ export class CipherFile {
     }
     this.diskSize = this.size;
     if (this.size > 0 && this.reference === undefined) {
+      const pinned0 = this.pinned.get(0);
       this.reference = Buffer.alloc(HEADER_SIZE);
-      fs.readSync(this.fd, this.reference, 0, HEADER_SIZE, PREFIX_SIZE);
+      if (pinned0) pinned0.copy(this.reference, 0, 0, HEADER_SIZE);
+      else fs.readSync(this.fd, this.reference, 0, HEADER_SIZE, PREFIX_SIZE);
     }
     if (this.size === 0) this.reference = undefined;
+  }
+
+  /**
+   * Gives a 0-byte cipher file its prefix before its first packages. Not synced: a crash that
+   * loses it leaves 0 bytes again (an empty file), one that tears it leaves fewer than 32 (no
+   * content; a replay of the flush's journal record, or fsck --repair, puts that right).
+   */
+  private writePrefix(): void {
+    if (this.prefixOnDisk) return;
+    writeFully(this.fd, this.streamPrefix(), 0, this.cipherPath);
+    this.prefixOnDisk = true;
   }
 
   /** The stream's 32-byte prefix (the journal names the stream by it), read once. */
@@ -766,6 +932,8 @@ export class CipherFile {
    * name. The only way to change a 2.0 stream without reusing its nonce (FORMAT.md §5).
    */
   private async rewriteStream(target: Version, size = this.size): Promise<void> {
+    // The old stream stays whole if this fails: what the journal holds of it goes in place first.
+    if (this.hasPinned) this.ctx.checkpointer?.checkpoint();
     const prefix = crypto.randomBytes(PREFIX_SIZE);
     const key = await this.ctx.keys.key(prefix);
     const dir = path.dirname(this.cipherPath);
@@ -828,6 +996,7 @@ export class CipherFile {
     this.key.fill(0);
     this.key = key;
     this.prefix = undefined;
+    this.prefixOnDisk = true;
     this.version = target;
     for (const index of [...this.dirty.keys()]) this.dropDirty(index);
     this.ctx.cache.dropFile(this.id, this.cachedIndexes);
@@ -857,10 +1026,16 @@ export class CipherFile {
   }
 
   private syncLocked(mode: 'data' | 'full'): void {
-    // A retired batch must not come back after a power cut once this fsync has returned.
-    this.ctx.journal?.sync();
-    if (mode === 'data') io.fdatasyncSync(this.fd, this.cipherPath);
-    else io.fsyncSync(this.fd, this.cipherPath);
+    // What the journal holds of this file goes in place: a checkpoint (one journal sync, and a
+    // sync of each file it writes, this one included). Otherwise the journal may still hold the
+    // record of a zero fill that says where this file ends: made durable. The file's own sync
+    // covers its prefix (written, never synced, at its creation) and, for 'full', its metadata.
+    const checkpointer = this.ctx.checkpointer;
+    const checkpointed = checkpointer !== undefined && this.hasPinned;
+    if (checkpointed) checkpointer.checkpoint();
+    else this.ctx.journal?.sync();
+    if (mode === 'full') io.fsyncSync(this.fd, this.cipherPath);
+    else if (!checkpointed || this.hasPinned) io.fdatasyncSync(this.fd, this.cipherPath);
     // A file whose name is gone (unlinked or replaced while open) has no name to make durable,
     // and its old directory may be gone too.
     if (this.dirNeedsSync && !this.unlinked) {

@@ -59,3 +59,19 @@ export class PasswordUncheckedError extends StoreError {
     this.cipherDir = cipherDir;
   }
 }
+
+/**
+ * A cipher file of 1 to 31 bytes: less than its 32-byte prefix, so it holds no content (a crash
+ * tore the write of its prefix). `darefs fsck --repair` makes it an empty file.
+ */
+export class ShortCipherFileError extends StoreError {
+  constructor(
+    readonly path: string,
+    readonly size: number,
+  ) {
+    super(
+      `${path}: the cipher file is ${size} byte${size === 1 ? '' : 's'}, shorter than its 32-byte prefix, so it holds no content ` +
+        '(a crash while its prefix was written): darefs fsck --repair makes it an empty file',
+    );
+  }
+}

@@ -28,7 +28,10 @@ import { openLink } from './symlink';
  * What `darefs fsck` finds in a file (or symlink) of the cipher directory:
  * - ok: a regular stream whose every package authenticates (random-access rules, FORMAT.md §3);
  *   a symlink whose target is sealed and authenticates (FORMAT.md §7)
- * - short: shorter than the 32-byte prefix
+ * - empty: 0 bytes, an empty file whose prefix was never written (a crash cut its creation
+ *   short); the mount reads it as empty. Information, not damage.
+ * - short: 1 to 31 bytes, shorter than the 32-byte prefix: no content (a torn prefix write);
+ *   --repair makes it empty
  * - invalid-length: a size no regular stream has (a package cut short), and not an irregular stream
  * - irregular: a valid DARE 1.0 stream with short middle packages (the mount cannot serve it)
  * - damaged: packages that fail authentication or their header checks (listed with their index);
@@ -37,7 +40,7 @@ import { openLink } from './symlink';
  * - temp: a leftover temporary file of an interrupted create or stream rewrite
  * - unreadable: the file could not be read (the message says why)
  */
-export type FsckStatus = 'ok' | 'short' | 'invalid-length' | 'irregular' | 'damaged' | 'foreign' | 'temp' | 'unreadable';
+export type FsckStatus = 'ok' | 'empty' | 'short' | 'invalid-length' | 'irregular' | 'damaged' | 'foreign' | 'temp' | 'unreadable';
 
 export interface FsckPackageProblem {
   index: number;
@@ -62,6 +65,8 @@ export interface FsckFile {
   message?: string;
   /** A temp file that --repair removed. */
   removed?: boolean;
+  /** A short file that --repair made empty (its status is then 'empty'). */
+  repaired?: boolean;
 }
 
 export interface FsckOptions {
@@ -73,7 +78,7 @@ export interface FsckOptions {
   jobs?: number;
   /** Names skipped at the root (default: .darefs). */
   skipAtRoot?: ReadonlySet<string>;
-  /** Remove leftover temporary files (fsck --repair). */
+  /** Remove leftover temporary files and make short files (no content) empty (fsck --repair). */
   removeTemp?: boolean;
   /** Called with the bytes of each file as they are checked (progress). */
   onBytes?: (n: number) => void;
@@ -129,7 +134,10 @@ export async function checkTree(opts: FsckOptions): Promise<FsckResult> {
         const e = entries[i];
         if (e.temp) files[i] = handleTemp(dir, opts, e);
         else if (e.symlink) files[i] = await checkLink(dir, e.rel, opts.key);
-        else files[i] = await checkFile(() => dir.openHandle(e.rel, fs.constants.O_RDONLY), e.rel, opts.key, opts.onBytes);
+        else {
+          files[i] = await checkFile(() => dir.openHandle(e.rel, fs.constants.O_RDONLY), e.rel, opts.key, opts.onBytes);
+          if (files[i].status === 'short' && opts.removeTemp) makeEmpty(dir, files[i]);
+        }
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.jobs ?? 4, entries.length)) }, worker));
@@ -157,7 +165,7 @@ export async function checkLink(dir: CipherDir, rel: string, keyOf: (prefix: Buf
 }
 
 export function countFiles(files: readonly FsckFile[]): FsckCounts {
-  const byStatus: Record<FsckStatus, number> = { ok: 0, short: 0, 'invalid-length': 0, irregular: 0, damaged: 0, foreign: 0, temp: 0, unreadable: 0 };
+  const byStatus: Record<FsckStatus, number> = { ok: 0, empty: 0, short: 0, 'invalid-length': 0, irregular: 0, damaged: 0, foreign: 0, temp: 0, unreadable: 0 };
   let packages = 0;
   let badPackages = 0;
   let symlinks = 0;
@@ -168,7 +176,36 @@ export function countFiles(files: readonly FsckFile[]): FsckCounts {
     badPackages += f.problems.length;
   }
   const temp = byStatus.temp;
-  return { files: files.length - temp, symlinks, ok: byStatus.ok, bad: files.length - temp - byStatus.ok, packages, badPackages, temp, byStatus };
+  return { files: files.length - temp, symlinks, ok: byStatus.ok, bad: files.length - temp - byStatus.ok - byStatus.empty, packages, badPackages, temp, byStatus };
+}
+
+/**
+ * fsck --repair of a file shorter than a prefix: it holds no content (a crash tore the write of
+ * its prefix), so cutting it to 0 bytes loses nothing and leaves an empty file. Checked again on
+ * the opened descriptor: a file that has grown since is left alone.
+ */
+function makeEmpty(dir: CipherDir, f: FsckFile): void {
+  try {
+    const fd = dir.openFile(f.path, fs.constants.O_WRONLY);
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size === 0 || size >= PREFIX_SIZE) {
+        f.message += `; not repaired: it is ${size} bytes now`;
+        return;
+      }
+      fs.ftruncateSync(fd, 0);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    f.status = 'empty';
+    f.repaired = true;
+    f.message = `was ${f.cipherSize} byte${f.cipherSize === 1 ? '' : 's'}, shorter than the 32-byte prefix (no content); made an empty file`;
+    f.cipherSize = 0;
+    f.plainSize = 0;
+  } catch (err) {
+    f.message += `; cannot make it empty: ${(err as Error).message}`;
+  }
 }
 
 function handleTemp(dir: CipherDir, opts: FsckOptions, e: Entry): FsckFile {
@@ -216,7 +253,14 @@ export async function checkFile(
     fh = await open();
     const size = (await fh.stat()).size;
     f.cipherSize = size;
-    if (size < PREFIX_SIZE) return bad(f, 'short', `${size} bytes, shorter than the 32-byte prefix: not a DARE stream`);
+    if (size === 0) {
+      f.plainSize = 0;
+      f.packages = 0;
+      return bad(f, 'empty', '0 bytes, no prefix yet (a crash before its first write reached the disk?): an empty file; its first write gives it a prefix');
+    }
+    if (size < PREFIX_SIZE) {
+      return bad(f, 'short', `${size} bytes, shorter than the 32-byte prefix: it holds no content (a crash tore the write of its prefix); --repair makes it an empty file`);
+    }
     if (size === PREFIX_SIZE) {
       f.plainSize = 0;
       f.packages = 0;

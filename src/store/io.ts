@@ -16,6 +16,8 @@ export interface FaultOp {
   kind: FaultKind;
   /** The file or directory, when the caller knows it. */
   path?: string;
+  /** The descriptor written or synced (a power-cut model finds the inode by it). */
+  fd?: number;
   /** Bytes a write would write. */
   bytes?: number;
 }
@@ -58,7 +60,7 @@ function tear(op: FaultOp): never {
 
 export function writeSync(fd: number, buf: Buffer, offset: number, length: number, position: number, path?: string): number {
   if (hook !== null) {
-    const op: FaultOp = { kind: 'write', path, bytes: length };
+    const op: FaultOp = { kind: 'write', path, fd, bytes: length };
     if (decide(op) === 'half') {
       const half = length >> 1;
       for (let done = 0; done < half; ) done += fs.writeSync(fd, buf, offset + done, half - done, position + done);
@@ -71,7 +73,7 @@ export function writeSync(fd: number, buf: Buffer, offset: number, length: numbe
 export function writevSync(fd: number, bufs: Buffer[], position: number, path?: string): number {
   if (hook !== null) {
     const total = bufs.reduce((n, b) => n + b.length, 0);
-    const op: FaultOp = { kind: 'writev', path, bytes: total };
+    const op: FaultOp = { kind: 'writev', path, fd, bytes: total };
     if (decide(op) === 'half') {
       let left = total >> 1;
       let at = position;
@@ -89,17 +91,17 @@ export function writevSync(fd: number, bufs: Buffer[], position: number, path?: 
 }
 
 export function ftruncateSync(fd: number, length: number, path?: string): void {
-  if (hook !== null && decide({ kind: 'ftruncate', path, bytes: length }) === 'half') tear({ kind: 'ftruncate', path });
+  if (hook !== null && decide({ kind: 'ftruncate', path, fd, bytes: length }) === 'half') tear({ kind: 'ftruncate', path });
   fs.ftruncateSync(fd, length);
 }
 
 export function fsyncSync(fd: number, path?: string): void {
-  if (hook !== null && decide({ kind: 'fsync', path }) === 'half') tear({ kind: 'fsync', path });
+  if (hook !== null && decide({ kind: 'fsync', path, fd }) === 'half') tear({ kind: 'fsync', path });
   fs.fsyncSync(fd);
 }
 
 export function fdatasyncSync(fd: number, path?: string): void {
-  if (hook !== null && decide({ kind: 'fdatasync', path }) === 'half') tear({ kind: 'fdatasync', path });
+  if (hook !== null && decide({ kind: 'fdatasync', path, fd }) === 'half') tear({ kind: 'fdatasync', path });
   fs.fdatasyncSync(fd);
 }
 
@@ -134,7 +136,7 @@ export function removeSync(file: string): void {
 export function fallocateSync(fd: number, mode: number, offset: number, length: number, path?: string): boolean {
   const calls = loadSysCalls().calls;
   if (calls === undefined) return false;
-  if (hook !== null && decide({ kind: 'fallocate', path, bytes: length }) === 'half') tear({ kind: 'fallocate', path });
+  if (hook !== null && decide({ kind: 'fallocate', path, fd, bytes: length }) === 'half') tear({ kind: 'fallocate', path });
   calls.fallocate(fd, mode, offset, length);
   return true;
 }

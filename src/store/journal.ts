@@ -55,21 +55,47 @@ export interface SkippedRecord {
   /** The path as the journal recorded it. */
   path: string;
   reason: string;
+  /**
+   * Nothing to repair: the file was removed or replaced since the record was made (what a later
+   * unlink, rename or stream rewrite leaves). Otherwise the record failed a check (planted?).
+   */
+  benign?: boolean;
 }
 
 // DAREFSJ1 batches were checked by an unkeyed SHA-256 only: never applied (issue 10).
 const OLD_MAGIC = Buffer.from('DAREFSJ1');
-const MAGIC = Buffer.from('DAREFSJ2');
-// magic (8) | mode (u32) | body length (u32) | entry count (u32) | checksum (u32) | mac (32); all
-// zeros: empty. The checksum (CRC-32) and the batch MAC (master mode) cover the first 20 bytes
-// and the body. The checksum only tells a batch torn by a crash during its commit (dropped
-// quietly: nothing was written in place yet) from one that does not authenticate; it guards
-// against nothing else, so the cheapest sum that catches a torn write does (the MAC already costs
-// a pass over every image).
-const HEADER_SIZE = 56;
-const SUM_AT = 20;
-const MAC_AT = 24;
-const EMPTY_HEADER = Buffer.alloc(HEADER_SIZE);
+/**
+ * A batch's header layout. DAREFSJ3 (written): magic (8) | mode (u32) | body length (u32) | entry
+ * count (u32) | generation (8) | sequence (u32) | checksum (u32) | mac (32). The journal is a log
+ * of batches, one after the other from offset 0, all of one generation (8 random bytes, new after
+ * every retire) numbered 0, 1, 2...: a replay reads batches until one is missing, torn or of
+ * another generation (what an earlier, longer log left further on). DAREFSJ2 (read only, what
+ * darefs wrote before): magic | mode | length | count | checksum | mac, one batch at offset 0.
+ *
+ * The checksum (CRC-32) and the batch MAC (master mode) cover the header up to the checksum and
+ * the body. The checksum only tells a batch torn by a crash during its write (dropped quietly:
+ * nothing of it was written in place yet) from one that does not authenticate; it guards against
+ * nothing else, so the cheapest sum that catches a torn write does (the MAC already costs a pass
+ * over every image).
+ */
+interface Layout {
+  magic: Buffer;
+  size: number;
+  sumAt: number;
+  macAt: number;
+  /** Where generation (8) and sequence (u32) are; undefined: a single batch. */
+  chainAt?: number;
+}
+const J3: Layout = { magic: Buffer.from('DAREFSJ3'), size: 68, sumAt: 32, macAt: 36, chainAt: 20 };
+const J2: Layout = { magic: Buffer.from('DAREFSJ2'), size: 56, sumAt: 20, macAt: 24 };
+const MAGIC = J3.magic;
+const HEADER_SIZE = J3.size;
+/**
+ * retire() zeroes the magic of the first batch only: a batch whose magic is any mix of its own
+ * bytes and zeros (a crash tore that 8-byte write) was applied and synced before, so nothing is
+ * lost.
+ */
+const RETIRE_MARK = Buffer.alloc(MAGIC.length);
 /** Batch MAC under the journal key (master mode). */
 const MODE_BATCH_MAC = 1;
 /** One MAC per record under a key derived from its file's key (ncrypt mode). */
@@ -89,11 +115,13 @@ export const JOURNAL_FILE = 'journal';
 export const JOURNAL_RESERVE = 16 * (MAX_PACKAGE + 12) + 4096;
 
 /**
- * A redo journal for package rewrites (issue: crash safety). Before a flush overwrites sealed
- * bytes in place, the new images go here and are fsync'ed; after the flush's data is fsync'ed
- * the journal is emptied. A crash in between leaves a journal whose replay writes every image
- * again, so each package holds either its old or its new sealed content, never a torn mix.
- * Replaying twice is harmless: the images are the same sealed bytes.
+ * A redo log of sealed packages (issues 5 and 12: crash safety, group commit). A flush appends a
+ * file's sealed packages and new size as a record, without a sync; a checkpoint syncs the log
+ * once for every file's records, only then writes them in place, syncs the files and retires the
+ * log. A crash in between leaves a log whose replay writes every image again, so each package
+ * holds either its old or its new sealed content, never a torn mix; a crash before the sync
+ * leaves at worst a torn last batch, dropped, with nothing of it written in place. Replaying
+ * twice is harmless: the images are the same sealed bytes, each file's records merged into one.
  *
  * The cipher directory is hostile (FORMAT.md §6): whoever else writes there may plant or edit
  * the journal. So a batch replays only if it authenticates (master mode: a MAC under a key
@@ -110,12 +138,17 @@ export class Journal {
   private fd: number | undefined;
   /** `.darefs` while the journal file is open. */
   private meta: MetaDir | undefined;
-  /** retire() emptied the journal but did not sync that: sync() does, before an fsync returns. */
-  private retiredUnsynced = false;
-  /** Why the committed batch must stay until a replay (see hold()). */
+  /** Batches appended since the last fdatasync: sync() makes them durable. */
+  private unsynced = false;
+  /** A retire since the last fdatasync (giveBack() makes it durable before it cuts the file). */
+  private retireUnsynced = false;
+  /** Why the committed batches must stay until a replay (see hold()). */
   private held: string | undefined;
-  /** Bytes of the file the last commit used. */
+  /** Bytes of the file the batches of this generation use: where the next batch goes. */
   private used = 0;
+  /** This generation's id and the sequence number of its next batch. */
+  private generation = crypto.randomBytes(8);
+  private sequence = 0;
 
   constructor(
     /** The cipher directory: every path the journal touches is resolved beneath it. */
@@ -219,8 +252,23 @@ export class Journal {
     return fd;
   }
 
-  /** Makes `entries` durable; only then may the caller write them in place. */
+  /** Makes `entries` durable (with every batch before them); only then may the caller write them in place. */
   commit(entries: JournalEntry[]): void {
+    this.append(entries);
+    this.sync();
+  }
+
+  /** Bytes the batches since the last retire take. */
+  get bytes(): number {
+    return this.used;
+  }
+
+  /**
+   * Writes `entries` as the next batch of the log, not synced: the page cache has it (a killed
+   * daemon loses nothing), and the next sync() makes it durable. Nothing it holds may be written
+   * in place before then.
+   */
+  append(entries: JournalEntry[]): void {
     if (this.held !== undefined) {
       throw Object.assign(
         new Error(`the journal keeps a rewrite that failed half-way (${this.held}): unmount and mount again, or run darefs fsck --repair, to finish it`),
@@ -229,14 +277,18 @@ export class Journal {
     }
     const mode = this.auth.key !== undefined ? MODE_BATCH_MAC : MODE_RECORD_MAC;
     const parts: Buffer[] = [];
+    /** What the MACs cover (macView). */
+    const macParts: Buffer[] = [];
     for (const e of entries) {
       const record = encodeRecord(e);
+      const view = macView(record);
       let tag: Buffer = Buffer.alloc(TAG_SIZE);
       if (mode === MODE_RECORD_MAC) {
         if (e.key === undefined) throw new Error(`journal record of ${e.path} without its file's key (ncrypt mode needs it for the record's MAC)`);
-        tag = recordMac(e.key, record);
+        tag = recordMac(e.key, view);
       }
       parts.push(...record, tag);
+      macParts.push(...view, tag);
     }
     const fd = this.open();
     const header = Buffer.alloc(HEADER_SIZE);
@@ -244,33 +296,24 @@ export class Journal {
     header.writeUInt32LE(mode, 8);
     header.writeUInt32LE(parts.reduce((n, p) => n + p.length, 0), 12);
     header.writeUInt32LE(entries.length, 16);
-    header.writeUInt32LE(batchChecksum(header, parts), SUM_AT);
-    if (mode === MODE_BATCH_MAC) batchMac(this.auth.key!, header, parts).copy(header, MAC_AT);
-    const length = header.readUInt32LE(12);
-    this.used = HEADER_SIZE + length;
+    this.generation.copy(header, J3.chainAt!);
+    header.writeUInt32LE(this.sequence, J3.chainAt! + 8);
+    header.writeUInt32LE(batchChecksum(J3, header, parts), J3.sumAt);
+    if (mode === MODE_BATCH_MAC) batchMac(J3, this.auth.key!, header, macParts).copy(header, J3.macAt);
+    const at = this.used;
     try {
-      writeAll(fd, [header, ...parts], 0, this.file);
-      io.fdatasyncSync(fd, this.file);
+      writeAll(fd, [header, ...parts], at, this.file);
     } catch (err) {
-      // A full disk: what was written is torn (its MAC fails; a replay would drop it), and
-      // nothing was written in place yet. Mark it empty and give back the space past the reserve.
-      io.quietly(() => this.empty(fd, true));
+      // A full disk: what was written is torn (its checksum fails; a replay stops before it), and
+      // nothing of it is written in place. The next batch goes to the same place. If it was the
+      // first, mark the log empty: the previous generation's first batch may still verify in
+      // what is left.
+      if (at === 0) io.quietly(() => io.writeSync(fd, RETIRE_MARK, 0, RETIRE_MARK.length, 0, this.file));
       throw err;
     }
-    this.retiredUnsynced = false;
-  }
-
-  /**
-   * Zeroes the header (the journal is empty). With `giveBack`, also gives back the space past the
-   * reserve. A retire keeps it: the next batch then overwrites blocks that are already allocated,
-   * where cutting them off and allocating them again cost an ftruncate, block allocation and a
-   * heavier fdatasync per flush (random 4 KiB writes flush an 8 MiB batch every 128 writes).
-   * close() gives it back.
-   */
-  private empty(fd: number, giveBack: boolean): void {
-    io.writeSync(fd, EMPTY_HEADER, 0, HEADER_SIZE, 0, this.file);
-    if (giveBack && fs.fstatSync(fd).size > JOURNAL_RESERVE) io.ftruncateSync(fd, JOURNAL_RESERVE, this.file);
-    this.used = 0;
+    this.used = at + HEADER_SIZE + header.readUInt32LE(12);
+    this.sequence++;
+    this.unsynced = true;
   }
 
   /**
@@ -285,22 +328,35 @@ export class Journal {
     return this.held !== undefined;
   }
 
-  /** Empties the journal once everything it holds is durable in the files themselves. */
+  /**
+   * Empties the journal once everything it holds is durable in the files themselves; the next
+   * batch starts a new generation at offset 0. A retire keeps the file's space: the next batches
+   * overwrite blocks that are already allocated, where cutting them off and allocating them again
+   * cost an ftruncate, block allocation and a heavier fdatasync per checkpoint. close() gives it
+   * back.
+   */
   retire(): void {
-    if (this.fd === undefined) return;
-    this.empty(this.fd, false);
-    this.retiredUnsynced = true;
+    if (this.fd === undefined || this.held !== undefined) return;
+    io.writeSync(this.fd, RETIRE_MARK, 0, RETIRE_MARK.length, 0, this.file);
+    this.used = 0;
+    this.generation = crypto.randomBytes(8);
+    this.sequence = 0;
+    this.retireUnsynced = true;
   }
 
   /**
-   * Makes the last retire() durable. Called before an application's fsync returns: otherwise a
-   * power cut could bring back a retired batch whose size cuts off appends that were fsync'ed
-   * since (a later commit overwrites the journal durably, so only the last batch can come back).
+   * Makes every batch appended durable (and the last retire with them): before an application's
+   * fsync returns, and before a checkpoint writes anything in place.
+   *
+   * A retire alone needs no sync: a retired log that a power cut brings back holds what the files
+   * already hold in place, since nothing is written in place after a retire without a sync that
+   * first makes the next generation's first batch, at offset 0, durable over it.
    */
   sync(): void {
-    if (this.fd === undefined || !this.retiredUnsynced) return;
+    if (this.fd === undefined || !this.unsynced) return;
     io.fdatasyncSync(this.fd, this.file);
-    this.retiredUnsynced = false;
+    this.unsynced = false;
+    this.retireUnsynced = false;
   }
 
   /**
@@ -310,23 +366,31 @@ export class Journal {
   close(): void {
     if (this.fd === undefined) return;
     const fd = this.fd;
-    this.fd = undefined;
     try {
-      if (this.held === undefined && this.used === 0 && fs.fstatSync(fd).size > JOURNAL_RESERVE) {
-        // A retired header is all zeros, so cutting the tail off changes nothing a replay reads,
-        // once that zero header is durable: else a power cut could keep the old header with a
-        // cut body, which a replay would call torn (harmlessly, but misleadingly).
-        io.quietly(() => {
-          if (this.retiredUnsynced) io.fdatasyncSync(fd, this.file);
-          this.retiredUnsynced = false;
-          io.ftruncateSync(fd, JOURNAL_RESERVE, this.file);
-        });
-      }
+      io.quietly(() => this.giveBack());
     } finally {
+      this.fd = undefined;
       fs.closeSync(fd);
       this.meta?.close();
       this.meta = undefined;
     }
+  }
+
+  /**
+   * Gives back the space past the reserve, when the log is retired (a full disk needs it; close()
+   * too). A retired magic is zeros, so cutting the tail off changes nothing a replay reads, once
+   * that zero magic is durable: else a power cut could keep the old header with a cut body,
+   * which a replay would call torn (harmlessly, but misleadingly).
+   */
+  giveBack(): void {
+    const fd = this.fd;
+    if (fd === undefined || this.held !== undefined || this.used !== 0 || fs.fstatSync(fd).size <= JOURNAL_RESERVE) return;
+    if (this.unsynced || this.retireUnsynced) {
+      io.fdatasyncSync(fd, this.file);
+      this.unsynced = false;
+      this.retireUnsynced = false;
+    }
+    io.ftruncateSync(fd, JOURNAL_RESERVE, this.file);
   }
 
   /** The journal file's bytes, read without following a symlink; undefined when there is none. */
@@ -359,12 +423,18 @@ export class Journal {
   }
 
   /**
-   * Applies a committed journal left by a crash and empties it. Returns what was done: a batch
-   * that does not authenticate (torn by a crash during its commit, from an older darefs, or not
-   * written by darefs) is discarded unapplied; a record that fails a check is skipped and listed.
+   * Applies the batches a crash left and empties the journal. Returns what was done: a first batch
+   * that does not authenticate (torn by a crash while it was written, from an older darefs, or not
+   * written by darefs) is discarded unapplied, and so is every batch after one that does not; a
+   * record that fails a check is skipped and listed.
+   *
+   * The records of one file (one path and prefix) are merged before anything is written: the
+   * last image of each package and the last size. Applying them one by one would not be
+   * idempotent: after a crash during the replay, an earlier record's size checked against the
+   * file as a later record left it may no longer end on a package of the file.
    */
   async replay(): Promise<ReplayResult> {
-    const result: ReplayResult = { packages: 0, files: [], discarded: false, skipped: [] };
+    const result: ReplayResult = { packages: 0, files: [], discarded: false, benign: false, skipped: [] };
     const found = this.read();
     if (found === undefined) return result;
     const { data, meta } = found;
@@ -376,25 +446,22 @@ export class Journal {
         io.fdatasyncSync(found.fd, this.file);
         return result;
       }
-      const batch = this.authenticate(data);
-      if ('problem' in batch) {
+      const log = this.parseLog(data);
+      if (log.problem !== undefined) {
         result.discarded = true;
-        result.reason = batch.problem;
-      } else {
-        for (const record of batch.records) {
-          const outcome = await this.apply(record, batch.mode);
-          if (typeof outcome === 'string') {
-            result.skipped.push({ path: record.path, reason: outcome });
-            continue;
-          }
-          if (outcome < 0) continue;
-          result.packages += outcome;
-          if (!result.files.includes(record.path)) result.files.push(record.path);
-        }
+        result.reason = log.problem;
+        result.benign = log.benign === true;
+      }
+      for (const group of groupRecords(log.records)) {
+        const outcome = await this.apply(group, log.mode);
+        result.skipped.push(...outcome.skipped);
+        if (outcome.skipped.length === group.length) continue;
+        result.packages += outcome.packages;
+        if (!result.files.includes(group[0].path)) result.files.push(group[0].path);
       }
       const fd = openMetaFile(meta, JOURNAL_FILE, O_RDWR);
       try {
-        io.writeSync(fd, EMPTY_HEADER, 0, HEADER_SIZE, 0, this.file);
+        io.writeSync(fd, RETIRE_MARK, 0, RETIRE_MARK.length, 0, this.file);
         if (data.length > JOURNAL_RESERVE) io.ftruncateSync(fd, JOURNAL_RESERVE, this.file);
         io.fsyncSync(fd, this.file);
       } finally {
@@ -405,7 +472,8 @@ export class Journal {
       meta.close();
     }
     this.held = undefined;
-    this.retiredUnsynced = false;
+    this.unsynced = false;
+    this.retireUnsynced = false;
     return result;
   }
 
@@ -416,91 +484,215 @@ export class Journal {
     fs.closeSync(found.fd);
     found.meta.close();
     if (isEmpty(found.data)) return { packages: 0, files: [], torn: false };
-    const batch = this.authenticate(found.data);
-    if ('problem' in batch) return { packages: 0, files: [], torn: true, problem: batch.problem };
-    return {
-      packages: batch.records.reduce((n, e) => n + e.writes.length, 0),
-      files: [...new Set(batch.records.map((e) => e.path))],
-      torn: false,
+    const log = this.parseLog(found.data);
+    const out: JournalInspection = {
+      packages: log.records.reduce((n, e) => n + e.writes.length, 0),
+      files: [...new Set(log.records.map((e) => e.path))],
+      torn: log.records.length === 0 && log.problem !== undefined,
     };
-  }
-
-  /** The batch's records if the batch as a whole may be used, else why not. */
-  private authenticate(data: Buffer): { records: ParsedRecord[]; mode: number } | { problem: string } {
-    if (data.length >= 8 && data.subarray(0, 8).equals(OLD_MAGIC)) {
-      return { problem: 'a batch in the old journal format (DAREFSJ1, not authenticated), so it was not applied; if a crash interrupted a write, darefs fsck names any package it left torn' };
-    }
-    if (data.length < HEADER_SIZE || !data.subarray(0, 8).equals(MAGIC)) return { problem: 'a torn batch header (a crash while the journal was written or emptied), or not a darefs journal at all' };
-    const mode = data.readUInt32LE(8);
-    const length = data.readUInt32LE(12);
-    const count = data.readUInt32LE(16);
-    if (HEADER_SIZE + length > data.length) return { problem: 'a torn batch (a crash during its commit, before anything was written in place)' };
-    const body = data.subarray(HEADER_SIZE, HEADER_SIZE + length);
-    if (batchChecksum(data, [body]) !== data.readUInt32LE(SUM_AT)) {
-      return { problem: 'a torn batch (a crash during its commit, before anything was written in place)' };
-    }
-    if (this.auth.key !== undefined) {
-      if (mode !== MODE_BATCH_MAC) return { problem: 'a batch without the MAC of a master-key volume (not written by darefs for this volume)' };
-      const want = batchMac(this.auth.key, data.subarray(0, HEADER_SIZE), [body]);
-      if (!crypto.timingSafeEqual(want, data.subarray(MAC_AT, MAC_AT + TAG_SIZE))) {
-        return { problem: 'a batch whose MAC does not verify under the volume key (not written by darefs for this volume), so it was not applied' };
-      }
-    } else if (mode !== MODE_RECORD_MAC) {
-      return { problem: 'a batch made with a master key, which this mount has not: not applied' };
-    }
-    const records = parseRecords(body, count);
-    if (records === undefined) return { problem: 'a batch whose records do not parse (torn, or not written by darefs), so it was not applied' };
-    return { records, mode };
+    if (log.problem !== undefined) out.problem = log.problem;
+    return out;
   }
 
   /**
-   * Checks one record and, if every check passes, applies it. Returns the packages written, -1
-   * when the file is gone or was replaced since (nothing to repair), or why it was skipped.
+   * The records of every batch that may be used, in order, and why the log ends early when a
+   * batch in it does not verify (a torn last batch: benign).
    */
-  private async apply(e: ParsedRecord, mode: number): Promise<number | string> {
-    if (e.path === '' || path.isAbsolute(e.path)) return 'is not a path relative to the cipher directory';
+  private parseLog(data: Buffer): { records: ParsedRecord[]; mode: number; problem?: string; benign?: boolean } {
+    const first = this.authenticate(data, 0, undefined);
+    if ('problem' in first) return { records: [], mode: 0, problem: first.problem, benign: first.benign };
+    if (first.kind === 'end') return { records: [], mode: 0 };
+    const records = [...first.records];
+    let batch = first;
+    while (batch.chain !== undefined) {
+      const next = this.authenticate(data, batch.next, batch.chain);
+      if ('problem' in next) return { records, mode: first.mode, problem: next.problem, benign: next.benign };
+      if (next.kind === 'end') break;
+      records.push(...next.records);
+      batch = next;
+    }
+    return { records, mode: first.mode };
+  }
+
+  /**
+   * The batch at `at` if it may be used, 'end' where the log ends (nothing, or what an earlier
+   * generation left there), else why not. `chain`: the generation and sequence number the batch
+   * must have (undefined for the first).
+   */
+  private authenticate(
+    data: Buffer,
+    at: number,
+    chain: { generation: Buffer; sequence: number } | undefined,
+  ): { kind: 'batch'; records: ParsedRecord[]; mode: number; next: number; chain?: { generation: Buffer; sequence: number } } | { kind: 'end' } | { problem: string; benign?: boolean } {
+    const torn =
+      at === 0
+        ? { problem: 'a torn batch (a crash while it was written, before anything of it was written in place)', benign: true }
+        : { problem: 'a torn batch at the end of the log (a crash while it was written, before anything of it was written in place); the batches before it were applied', benign: true };
+    const head = data.subarray(at);
+    if (chain === undefined) {
+      if (head.length >= 8 && head.subarray(0, 8).equals(OLD_MAGIC)) {
+        return { problem: 'a batch in the old journal format (DAREFSJ1, not authenticated), so it was not applied; if a crash interrupted a write, darefs fsck names any package it left torn' };
+      }
+      if (tornRetireMark(head)) {
+        return {
+          problem: 'a batch whose retire mark was torn by the crash: the batch had been written in place and synced before, so it was not applied again and nothing was lost',
+          benign: true,
+        };
+      }
+    }
+    const layout = head.length >= 8 && chain === undefined && head.subarray(0, 8).equals(J2.magic) ? J2 : J3;
+    if (head.length < layout.size || !head.subarray(0, 8).equals(layout.magic)) {
+      if (chain !== undefined) return { kind: 'end' };
+      return { problem: 'a torn batch header (a crash while the journal was written or emptied), or not a darefs journal at all' };
+    }
+    const mode = head.readUInt32LE(8);
+    const length = head.readUInt32LE(12);
+    const count = head.readUInt32LE(16);
+    let here: { generation: Buffer; sequence: number } | undefined;
+    if (layout.chainAt !== undefined) {
+      here = { generation: head.subarray(layout.chainAt, layout.chainAt + 8), sequence: head.readUInt32LE(layout.chainAt + 8) };
+      // Another generation's batch, or an old one of this generation overwritten since: the log ends.
+      if (chain !== undefined && (!here.generation.equals(chain.generation) || here.sequence !== chain.sequence)) return { kind: 'end' };
+    }
+    if (layout.size + length > head.length) return torn;
+    const body = head.subarray(layout.size, layout.size + length);
+    if (batchChecksum(layout, head, [body]) !== head.readUInt32LE(layout.sumAt)) return torn;
+    if (this.auth.key === undefined && mode !== MODE_RECORD_MAC) return { problem: 'a batch made with a master key, which this mount has not: not applied' };
+    if (this.auth.key !== undefined && mode !== MODE_BATCH_MAC) return { problem: 'a batch without the MAC of a master-key volume (not written by darefs for this volume)' };
+    // Parsing checks every length against what is there before anything is trusted.
+    const records = parseRecords(body, count, layout !== J2);
+    if (records === undefined && layout === J3) return { problem: 'a batch whose records do not parse (torn, or not written by darefs), so it was not applied' };
+    if (this.auth.key !== undefined) {
+      const covered = layout === J2 ? [body] : records!.flatMap((r) => [...r.encoded, r.tag]);
+      const want = batchMac(layout, this.auth.key, head, covered);
+      if (!crypto.timingSafeEqual(want, head.subarray(layout.macAt, layout.macAt + TAG_SIZE))) {
+        return { problem: 'a batch whose MAC does not verify under the volume key (not written by darefs for this volume), so it was not applied' };
+      }
+    }
+    if (records === undefined) return { problem: 'a batch whose records do not parse (torn, or not written by darefs), so it was not applied' };
+    return {
+      kind: 'batch',
+      records,
+      mode,
+      next: at + layout.size + length,
+      chain: here && { generation: here.generation, sequence: here.sequence + 1 },
+    };
+  }
+
+  /**
+   * Checks the records of one file (one path, one prefix, in log order) and, if every check
+   * passes, applies them merged. Returns the packages written, or why they were skipped (benign:
+   * the file was removed or replaced since, nothing to repair).
+   */
+  private async apply(group: ParsedRecord[], mode: number): Promise<{ packages: number; skipped: SkippedRecord[] }> {
+    const e0 = group[0];
+    const skipped: SkippedRecord[] = [];
+    // Every record of the group, skipped for the same reason.
+    const skip = (reason: string, benign?: boolean): { packages: number; skipped: SkippedRecord[] } => {
+      for (const e of group) skipped.push(benign ? { path: e.path, reason, benign } : { path: e.path, reason });
+      return { packages: 0, skipped };
+    };
+    const refused = (reason: string): { packages: number; skipped: SkippedRecord[] } => skip(reason);
+    if (e0.path === '' || path.isAbsolute(e0.path)) return refused('is not a path relative to the cipher directory');
     let rel: string;
     try {
-      rel = this.dir.relative(e.path);
+      rel = this.dir.relative(e0.path);
     } catch (err) {
-      return err instanceof UnsafePathError ? 'has an empty, "." or ".." component' : String(err);
+      return refused(err instanceof UnsafePathError ? 'has an empty, "." or ".." component' : String(err));
     }
-    if (rel === '' || rel === CONFIG_DIR || rel.startsWith(`${CONFIG_DIR}/`)) return "names darefs's own metadata, not a cipher file";
+    if (rel === '' || rel === CONFIG_DIR || rel.startsWith(`${CONFIG_DIR}/`)) return refused("names darefs's own metadata, not a cipher file");
     let fd: number;
     try {
       fd = this.dir.openFile(rel, O_RDWR);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return -1; // removed since: nothing to repair
-      if (err instanceof UnsafePathError) return 'goes through a symlink or out of the cipher directory';
-      if (err instanceof NotRegularFileError) return 'is not a regular file';
-      return `cannot be opened: ${(err as NodeJS.ErrnoException).code ?? String(err)}`;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return skip('the file is gone (removed or renamed since the record was made): nothing to repair', true);
+      if (err instanceof UnsafePathError) return refused('goes through a symlink or out of the cipher directory');
+      if (err instanceof NotRegularFileError) return refused('is not a regular file');
+      return refused(`cannot be opened: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
     const target = this.dir.absolute(rel);
     let key: Buffer | undefined;
     try {
       const current = fs.fstatSync(fd).size;
       const prefix = Buffer.alloc(PREFIX_SIZE);
-      if (fs.readSync(fd, prefix, 0, PREFIX_SIZE, 0) < PREFIX_SIZE) return 'is shorter than a prefix: not the file the record was made for';
-      if (!prefix.equals(e.prefix)) return -1; // replaced by another stream since
+      const got = fs.readSync(fd, prefix, 0, PREFIX_SIZE, 0);
+      // Shorter than a prefix but the start of this one: the crash came before the stream's prefix
+      // (written with its first packages, never synced) was whole on disk. The record, once it
+      // authenticates, brings the prefix too.
+      const prefixMissing = got < PREFIX_SIZE;
+      if (prefixMissing ? !prefix.subarray(0, got).equals(e0.prefix.subarray(0, got)) : !prefix.equals(e0.prefix)) {
+        return prefixMissing
+          ? refused(`is ${current} bytes, shorter than a prefix and not the start of the record's: not the file the record was made for`)
+          : skip('the file holds another stream (another prefix) than the record was made for: replaced since (renamed over, or rewritten), nothing to repair', true);
+      }
       try {
-        key = await this.auth.keys.key(prefix);
+        key = await this.auth.keys.key(e0.prefix);
       } catch (err) {
-        return `its key cannot be derived: ${(err as Error).message}`;
+        return refused(`its key cannot be derived: ${(err as Error).message}`);
       }
-      if (mode === MODE_RECORD_MAC && !crypto.timingSafeEqual(recordMac(key, e.encoded), e.tag)) {
-        return "its MAC does not verify under the file's key (not written by darefs with this password)";
+      const end = prefixMissing ? PREFIX_SIZE : current;
+      // Each record on its own first (what does not depend on the file's state), so that one
+      // planted among genuine ones is refused alone.
+      const passed: ParsedRecord[] = [];
+      // Package 0's header is the reference every package is checked against: another record of
+      // the file may bring it.
+      const package0 = group.flatMap((e) => e.writes).find((w) => w.offset === PREFIX_SIZE)?.bytes;
+      for (const e of group) {
+        const problem =
+          mode === MODE_RECORD_MAC && !crypto.timingSafeEqual(recordMac(key, e.encoded), e.tag)
+            ? "its MAC does not verify under the file's key (not written by darefs with this password)"
+            : checkImages(fd, key, e, end, false, package0);
+        if (problem === undefined) passed.push(e);
+        else skipped.push({ path: e.path, reason: problem });
       }
-      const problem = checkImages(fd, key, e, current);
-      if (problem !== undefined) return problem;
-      for (const w of e.writes) writeAll(fd, [w.bytes], w.offset, target);
-      io.ftruncateSync(fd, e.size, target);
+      if (passed.length === 0) return { packages: 0, skipped };
+      const merged = mergeRecords(passed);
+      const problem = checkImages(fd, key, merged, end);
+      if (problem !== undefined) {
+        for (const e of passed) skipped.push({ path: e.path, reason: problem });
+        return { packages: 0, skipped };
+      }
+      if (prefixMissing) writeAll(fd, [e0.prefix], 0, target);
+      for (const w of merged.writes) writeAll(fd, [w.bytes], w.offset, target);
+      io.ftruncateSync(fd, merged.size, target);
       io.fsyncSync(fd, target);
-      return e.writes.length;
+      return { packages: merged.writes.length, skipped };
     } finally {
       key?.fill(0);
       fs.closeSync(fd);
     }
   }
+}
+
+/** The records of each file (path and prefix), in the order of each one's first record. */
+function groupRecords(records: ParsedRecord[]): ParsedRecord[][] {
+  const groups = new Map<string, ParsedRecord[]>();
+  for (const r of records) {
+    const id = `${r.prefix.toString('hex')}:${r.path}`;
+    const g = groups.get(id);
+    if (g) g.push(r);
+    else groups.set(id, [r]);
+  }
+  return [...groups.values()];
+}
+
+/**
+ * One file's records as one: the last image of each package below the last size, and the last
+ * size. The same as applying them in order: a package past a shrink that a later record grows
+ * over again always comes with a new image (a growth seals every new package, or writes it in
+ * place and syncs it before its record's successor).
+ */
+function mergeRecords(group: ParsedRecord[]): JournalEntry {
+  const last = group[group.length - 1];
+  const plain = Number.isSafeInteger(last.size) ? plaintextSizeOrUndefined(last.size) : undefined;
+  const count = plain === undefined ? Infinity : packageCount(plain);
+  const images = new Map<number, Buffer>();
+  for (const r of group) for (const w of r.writes) images.set(w.offset, w.bytes);
+  const writes = [...images]
+    .filter(([offset]) => (offset - PREFIX_SIZE) / MAX_PACKAGE < count)
+    .sort((a, b) => a[0] - b[0])
+    .map(([offset, bytes]) => ({ offset, bytes }));
+  return { path: last.path, prefix: last.prefix, size: last.size, writes };
 }
 
 export interface ReplayResult {
@@ -514,6 +706,8 @@ export interface ReplayResult {
    */
   discarded: boolean;
   reason?: string;
+  /** The discarded batch needed nothing (torn in its commit, or its retire mark torn): nothing lost. */
+  benign: boolean;
   /** Records that failed a check and were not applied (whoever else writes .darefs/journal). */
   skipped: SkippedRecord[];
 }
@@ -533,9 +727,32 @@ interface ParsedRecord extends JournalEntry {
   tag: Buffer;
 }
 
-/** No batch: an empty file, or a zeroed header (retired). */
+/** No batch: an empty file, or a zeroed magic (retired). */
 function isEmpty(data: Buffer): boolean {
-  return data.subarray(0, HEADER_SIZE).equals(EMPTY_HEADER.subarray(0, Math.min(HEADER_SIZE, data.length)));
+  const magic = data.subarray(0, MAGIC.length);
+  return magic.equals(RETIRE_MARK.subarray(0, magic.length));
+}
+
+/**
+ * A magic that is neither the batch's nor zeros but a mix of both, byte by byte, over a header
+ * and body that verify with the magic put back: retire() was torn.
+ */
+function tornRetireMark(data: Buffer): boolean {
+  if (data.length < 8) return false;
+  const layout = data.subarray(0, 8).equals(J2.magic) ? J2 : J3;
+  if (data.subarray(0, 8).equals(layout.magic)) return false;
+  for (const candidate of [J3, J2]) {
+    if (data.length < candidate.size) continue;
+    let mix = true;
+    for (let i = 0; i < 8; i++) if (data[i] !== 0 && data[i] !== candidate.magic[i]) mix = false;
+    if (!mix) continue;
+    const header = Buffer.from(data.subarray(0, candidate.size));
+    candidate.magic.copy(header, 0);
+    const length = header.readUInt32LE(12);
+    if (candidate.size + length > data.length) continue;
+    if (batchChecksum(candidate, header, [data.subarray(candidate.size, candidate.size + length)]) === header.readUInt32LE(candidate.sumAt)) return true;
+  }
+  return false;
 }
 
 /** A record's bytes (without its tag): path length (u16) | path | prefix | size (f64) | count (u32) | (offset (f64) | length (u32) | image)*. */
@@ -557,14 +774,34 @@ function encodeRecord(e: JournalEntry): Buffer[] {
   return parts;
 }
 
-function batchChecksum(header: Buffer, body: Buffer[]): number {
-  let crc = zlib.crc32(header.subarray(0, SUM_AT));
+/**
+ * What a DAREFSJ3 MAC covers of a record (its parts as encodeRecord makes them: head, then per
+ * image its offset and length, then the image): all but the middle of each image, whose first
+ * 32 bytes (the package header, with its random nonce) and last 16 (its AEAD tag) stand for it.
+ * The replay opens every image under its file's key, and AEAD authenticates the rest; the nonce
+ * and tag name one sealed package, so no other (an older version, say) can take its place. Not
+ * hashing every image twice (the checksum already reads it) is a quarter of the CPU time of a
+ * 4 KiB random write.
+ */
+function macView(parts: Buffer[]): Buffer[] {
+  const view: Buffer[] = [parts[0]];
+  for (let i = 1; i + 1 < parts.length; i += 2) {
+    const image = parts[i + 1];
+    view.push(parts[i]);
+    if (image.length <= DARE_HEADER_SIZE + DARE_TAG_SIZE) view.push(image);
+    else view.push(image.subarray(0, DARE_HEADER_SIZE), image.subarray(image.length - DARE_TAG_SIZE));
+  }
+  return view;
+}
+
+function batchChecksum(layout: Layout, header: Buffer, body: Buffer[]): number {
+  let crc = zlib.crc32(header.subarray(0, layout.sumAt));
   for (const p of body) crc = zlib.crc32(p, crc);
   return crc;
 }
 
-function batchMac(key: Buffer, header: Buffer, body: Buffer[]): Buffer {
-  const mac = crypto.createHmac('sha256', key).update(header.subarray(0, SUM_AT));
+function batchMac(layout: Layout, key: Buffer, header: Buffer, body: Buffer[]): Buffer {
+  const mac = crypto.createHmac('sha256', key).update(header.subarray(0, layout.sumAt));
   for (const p of body) mac.update(p);
   return mac.digest();
 }
@@ -581,7 +818,7 @@ function recordMac(fileKey: Buffer, record: Buffer[]): Buffer {
 }
 
 /** The records of a body, every length checked against what is there; undefined if they do not fit. */
-function parseRecords(body: Buffer, count: number): ParsedRecord[] | undefined {
+function parseRecords(body: Buffer, count: number, viewed: boolean): ParsedRecord[] | undefined {
   const records: ParsedRecord[] = [];
   let at = 0;
   const need = (n: number): boolean => at + n <= body.length;
@@ -599,16 +836,19 @@ function parseRecords(body: Buffer, count: number): ParsedRecord[] | undefined {
     const writes = body.readUInt32LE(at + 8);
     at += 12;
     const record: ParsedRecord = { path: name, prefix, size, writes: [], encoded: [], tag: Buffer.alloc(0) as Buffer };
+    const raw: Buffer[] = [body.subarray(start, at)];
     for (let w = 0; w < writes; w++) {
       if (!need(12)) return undefined;
       const offset = body.readDoubleLE(at);
       const n = body.readUInt32LE(at + 8);
+      raw.push(body.subarray(at, at + 12));
       at += 12;
       if (!need(n)) return undefined;
       record.writes.push({ offset, bytes: body.subarray(at, at + n) });
+      raw.push(body.subarray(at, at + n));
       at += n;
     }
-    record.encoded = [body.subarray(start, at)];
+    record.encoded = viewed ? macView(raw) : [body.subarray(start, at)];
     if (!need(TAG_SIZE)) return undefined;
     record.tag = body.subarray(at, at + TAG_SIZE);
     at += TAG_SIZE;
@@ -624,7 +864,7 @@ function parseRecords(body: Buffer, count: number): ParsedRecord[] | undefined {
  * the bytes there already), and when the size cuts or extends the file, the package that then
  * ends it opens as the last package. Returns why not, or undefined.
  */
-function checkImages(fd: number, key: Buffer, e: JournalEntry, current: number): string | undefined {
+function checkImages(fd: number, key: Buffer, e: JournalEntry, current: number, againstFile = true, package0?: Buffer): string | undefined {
   const size = e.size;
   const plain = Number.isSafeInteger(size) ? plaintextSizeOrUndefined(size) : undefined;
   if (plain === undefined) return `its size ${size} is not the size of a DARE stream`;
@@ -639,15 +879,15 @@ function checkImages(fd: number, key: Buffer, e: JournalEntry, current: number):
     images.set(index, w.bytes);
     end = Math.max(end, w.offset + w.bytes.length);
   }
-  if (size > end) return `its size ${size} extends the file past anything written (${end} bytes)`;
-  if (images.size === 0 && size === current) return undefined;
+  if (againstFile && size > end) return `its size ${size} extends the file past anything written (${end} bytes)`;
+  if (images.size === 0 && (size === current || !againstFile)) return undefined;
   const fromDisk = (index: number, length: number): Buffer | undefined => {
     const at = packageOffset(index);
     if (at + length > current) return undefined;
     const buf = Buffer.alloc(length);
     return fs.readSync(fd, buf, 0, length, at) === length ? buf : undefined;
   };
-  const reference = images.get(0)?.subarray(0, DARE_HEADER_SIZE) ?? fromDisk(0, DARE_HEADER_SIZE);
+  const reference = images.get(0)?.subarray(0, DARE_HEADER_SIZE) ?? package0?.subarray(0, DARE_HEADER_SIZE) ?? fromDisk(0, DARE_HEADER_SIZE);
   if (count > 0 && reference === undefined) return 'package 0 is neither written by it nor in the file';
   const open = (index: number, pkg: Buffer): string | undefined => {
     try {
@@ -662,7 +902,7 @@ function checkImages(fd: number, key: Buffer, e: JournalEntry, current: number):
     const problem = open(index, image);
     if (problem !== undefined) return `its image of package ${index} does not open under the file's key as that package (${problem})`;
   }
-  if (size !== current && count > 0 && !images.has(count - 1)) {
+  if (againstFile && size !== current && count > 0 && !images.has(count - 1)) {
     const last = fromDisk(count - 1, payloadLength(count - 1, plain) + DARE_HEADER_SIZE + DARE_TAG_SIZE);
     if (last === undefined) return `its size ${size} ends the file in package ${count - 1}, which is neither written by it nor whole in the file`;
     const problem = open(count - 1, last);

@@ -51,6 +51,10 @@ export interface OpenVolumeOptions {
   kdf?: MasterKdf;
   /** Journal in-place rewrites (crash safety); default true. `mount --no-journal` turns it off. */
   journal?: boolean;
+  /** Milliseconds between checkpoints of the journal (Volume's commitInterval); default 5000. */
+  commitInterval?: number;
+  /** Told of a timed checkpoint that failed. */
+  onCheckpointError?: (err: unknown) => void;
   /**
    * Without a config (ncrypt mode, key file alone), try the secret on sample files; default true.
    * false (`mount --no-password-check`) skips it: a wrong secret then mounts.
@@ -92,7 +96,7 @@ export function describeRecovery(r: Recovery): RecoveryLine[] {
   const lines: RecoveryLine[] = [];
   const replayed = r.replayed;
   if (replayed?.discarded) {
-    lines.push({ text: `discarded the journal batch without applying any of it: ${replayed.reason ?? 'a torn batch'}`, problem: replayed.reason !== undefined && !/^a torn batch/.test(replayed.reason) });
+    lines.push({ text: `discarded the journal batch without applying any of it: ${replayed.reason ?? 'a torn batch'}`, problem: !replayed.benign });
   }
   if (replayed && replayed.files.length > 0) {
     lines.push({
@@ -101,7 +105,7 @@ export function describeRecovery(r: Recovery): RecoveryLine[] {
     });
   }
   for (const s of replayed?.skipped ?? []) {
-    lines.push({ text: `journal record for ${JSON.stringify(s.path)} skipped, nothing written: ${s.reason}`, problem: true });
+    lines.push({ text: `journal record for ${JSON.stringify(s.path)} skipped, nothing written: ${s.reason}`, problem: s.benign !== true });
   }
   const p = r.pending;
   if (p && (p.torn || p.files.length > 0)) {
@@ -186,6 +190,8 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     cipherDir: opts.cipherDir,
     journal: opts.journal,
     journalKey: journalMac,
+    commitInterval: opts.commitInterval,
+    onCheckpointError: opts.onCheckpointError,
   });
   // After the key check (a wrong password touches nothing), before anything is served: finish
   // the package rewrites a crash interrupted. A read-only volume only looks.

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import { CipherDir } from './cipher-dir';
-import { CipherFile, DirtyBudget, FileContext, KeySource, StoreCounters, StoreSettings } from './cipher-file';
+import { Checkpointer, CipherFile, DirtyBudget, FileContext, KeySource, StoreCounters, StoreSettings } from './cipher-file';
+import * as io from './io';
 import { Journal, JournalAuth, JournalInspection, ReplayResult } from './journal';
 import { PackageCache } from './package-cache';
 import { openLink, sealLink } from './symlink';
@@ -26,7 +27,22 @@ export interface VolumeOptions {
    * a MAC under a key derived from its file's key.
    */
   journalKey?: Buffer;
+  /**
+   * With the journal: milliseconds between checkpoints (what closed files wrote becomes durable
+   * within about this long); 0: only when a bound is reached, an fsync or unmount. Default 5000.
+   */
+  commitInterval?: number;
+  /** Bytes of sealed packages held for the next checkpoint before one runs at once. Default 16 MiB. */
+  pinnedBytes?: number;
+  /** Told of a timed checkpoint that failed (its batches stay in the journal for the next mount). */
+  onCheckpointError?: (err: unknown) => void;
 }
+
+export const DEFAULT_COMMIT_INTERVAL = 5000;
+// Twice the default dirty budget: a checkpoint per two budget flushes of random writes.
+export const DEFAULT_PINNED_BYTES = 16 * 1024 * 1024;
+/** Journal bytes (records of pinned packages and of zero fills) before a checkpoint runs at once. */
+const JOURNAL_BOUND = 64 * 1024 * 1024;
 
 /**
  * The open-file table of a cipher directory: one CipherFile per cipher path, shared by every
@@ -57,6 +73,15 @@ export class Volume {
   /** Why the journal is off although it was asked for (no write access to .darefs/). */
   readonly journalProblem: string | undefined;
   private readonly journalAuth: JournalAuth;
+  /** Files with packages pinned for the next checkpoint, and how many bytes those are. */
+  private readonly pending = new Set<CipherFile>();
+  private pinnedBytes = 0;
+  private readonly pinnedLimit: number;
+  /** Files no handle holds that stay open until the checkpoint writes what they pinned. */
+  private readonly parked = new Set<CipherFile>();
+  private readonly timer: NodeJS.Timeout | undefined;
+  private relieving: Promise<void> | undefined;
+  private readonly onCheckpointError: ((err: unknown) => void) | undefined;
 
   constructor(opts: VolumeOptions) {
     this.cache = new PackageCache(opts.packageCacheBytes);
@@ -68,6 +93,21 @@ export class Volume {
     // Without write access there (the cipher directory's root read-only to us, say) every
     // flush would fail: write without the journal, and let the mount say so.
     if (this.journalProblem !== undefined) journal = undefined;
+    this.pinnedLimit = opts.pinnedBytes ?? DEFAULT_PINNED_BYTES;
+    this.onCheckpointError = opts.onCheckpointError;
+    const checkpointer: Checkpointer = {
+      pinned: (file, bytes) => {
+        this.pending.add(file);
+        this.pinnedBytes += bytes;
+        if (this.pinnedBytes > this.pinnedLimit || (this.ctx.journal?.bytes ?? 0) > JOURNAL_BOUND) this.checkpoint();
+      },
+      checkpoint: () => this.checkpoint(),
+      reclaim: () => {
+        this.checkpoint();
+        this.ctx.journal?.giveBack();
+      },
+      relieve: () => this.relieve(),
+    };
     this.ctx = {
       dir: this.dir,
       keys: opts.keys,
@@ -77,7 +117,96 @@ export class Volume {
       readOnly: opts.readOnly,
       counters: this.counters,
       journal,
+      checkpointer: journal && checkpointer,
     };
+    const interval = opts.commitInterval ?? DEFAULT_COMMIT_INTERVAL;
+    if (journal && interval > 0) {
+      this.timer = setInterval(() => {
+        try {
+          this.checkpoint();
+        } catch (err) {
+          this.onCheckpointError?.(err);
+        }
+      }, interval);
+      // The timer never keeps the process alive on its own.
+      this.timer.unref();
+    }
+  }
+
+  /**
+   * Group commit: syncs the journal once (every record in it is durable), writes every pinned
+   * package in place, syncs those files, and retires the journal. Then closes the files no
+   * handle holds any more. Synchronous: no request runs in between. A failure holds the journal
+   * (the next mount's replay finishes the job) and is thrown.
+   */
+  checkpoint(): void {
+    const journal = this.ctx.journal;
+    if (!journal) return;
+    if (this.pending.size === 0) {
+      // Records of zero fills only (their packages are in place and synced already).
+      if (journal.bytes > 0 && !journal.holding) journal.retire();
+      return;
+    }
+    const files = [...this.pending];
+    const refused: CipherFile[] = [];
+    try {
+      journal.sync();
+      for (const f of files) {
+        const refusal = f.writePinned();
+        if (refusal === undefined) continue;
+        refused.push(f);
+        this.onCheckpointError?.(refusal);
+      }
+      for (const f of files) if (!refused.includes(f)) f.syncPinned();
+    } catch (err) {
+      journal.hold(`checkpoint: ${err instanceof Error ? err.message : String(err)}`);
+      throw err;
+    }
+    // A file that refused its packages keeps them, and the journal its records (not retired,
+    // the next checkpoint tries again); the others are done.
+    if (refused.length === 0) journal.retire();
+    for (const f of files) {
+      if (refused.includes(f)) continue;
+      this.pinnedBytes -= f.clearPinned();
+      this.pending.delete(f);
+    }
+    for (const f of [...this.parked]) {
+      if (f.hasPinned) continue;
+      this.parked.delete(f);
+      if (f.refs === 0) void this.closeFile(f).catch(() => undefined);
+    }
+  }
+
+  /**
+   * The dirty budget was exceeded: flushes every file holding unsealed changes (one pass at a
+   * time), so that the budget is free again for the files being written.
+   */
+  private relieve(): Promise<void> {
+    this.relieving ??= (async () => {
+      try {
+        for (const f of new Set([...this.files.values(), ...this.byInode.values()])) {
+          if (f.dirtyPackages > 0) await f.flushForBudget();
+        }
+      } finally {
+        this.relieving = undefined;
+      }
+    })();
+    return this.relieving;
+  }
+
+  /**
+   * Before a rename of `from` (a file, or a directory and everything under it): the journal
+   * names files by path, so what it holds of them goes in place first; and the replaced name
+   * must never come back empty or torn after a power cut (ext4's auto_da_alloc promise for
+   * write-then-rename): their changes are flushed and checkpointed, so the data is durable
+   * before the new name is.
+   */
+  async beforeRename(from: string): Promise<void> {
+    if (!this.ctx.journal) return;
+    const under = (p: string): boolean => p === from || p.startsWith(from + '/');
+    const moving = [...new Set([...this.files.values(), ...this.byInode.values()])].filter((f) => under(f.cipherPath));
+    for (const f of moving) await f.flush('none');
+    if (moving.some((f) => f.hasPinned)) this.checkpoint();
   }
 
   /** The stored (sealed) form of a new symlink's target, in the volume's cipher (FORMAT.md §7). */
@@ -112,14 +241,30 @@ export class Volume {
     return new Journal(this.dir, this.journalAuth).inspect();
   }
 
-  /** Closes the journal (after the last flush) and the cipher directory; zeroes the journal key. */
+  /**
+   * The last checkpoint, then closes the files left open for it, the journal and the cipher
+   * directory; zeroes the journal key. A failed checkpoint is thrown after that (the journal
+   * keeps its batches for the next mount's replay).
+   */
   close(): void {
+    if (this.timer) clearInterval(this.timer);
+    let failure: unknown;
     try {
+      this.checkpoint();
+    } catch (err) {
+      failure = err;
+    }
+    try {
+      for (const f of new Set([...this.parked, ...this.pending])) f.abandon();
+      this.parked.clear();
+      this.pending.clear();
       this.ctx.journal?.close();
     } finally {
       this.journalAuth.key?.fill(0);
       this.dir.close();
     }
+    // A simulated crash (tests): the process is gone, there is nobody to tell.
+    if (failure !== undefined && !(failure instanceof io.SimulatedCrash)) throw failure;
   }
 
   get readOnly(): boolean {
@@ -137,6 +282,7 @@ export class Volume {
       const existing = this.files.get(cipherPath);
       if (existing) {
         existing.refs++;
+        this.parked.delete(existing);
         return existing;
       }
       // Another name of an open file (a hard link): share its object. The stat and the open in
@@ -150,6 +296,7 @@ export class Volume {
       const other = inode === undefined ? undefined : this.byInode.get(inode);
       if (other) {
         other.refs++;
+        this.parked.delete(other);
         return other;
       }
       const key = inode ?? cipherPath;
@@ -206,9 +353,37 @@ export class Volume {
     this.inodeOf.set(file, inode);
   }
 
-  /** Drops one handle; the last one flushes and closes the file. */
+  /**
+   * Drops one handle; the last one flushes the file (to the journal: nothing is synced) and
+   * closes it, or, while the journal holds packages of it not yet in place, leaves it open for
+   * the next checkpoint (reads and a new open use it meanwhile).
+   */
   async release(file: CipherFile): Promise<void> {
     file.refs--;
+    if (file.refs > 0) return;
+    if (this.ctx.journal) {
+      let failure: unknown;
+      try {
+        await file.flush('none');
+      } catch (err) {
+        failure = err;
+      }
+      if (failure === undefined) {
+        if (file.refs > 0) return;
+        if (file.hasPinned) {
+          this.parked.add(file);
+          return;
+        }
+      } else {
+        await this.closeFile(file).catch(() => undefined);
+        throw failure;
+      }
+    }
+    await this.closeFile(file);
+  }
+
+  /** Forgets a file no handle holds and closes it. */
+  private async closeFile(file: CipherFile): Promise<void> {
     if (file.refs > 0) return;
     const current = this.files.get(file.cipherPath) === file;
     if (current) this.files.delete(file.cipherPath);
@@ -283,17 +458,44 @@ export class Volume {
   }
 
   /** The name of an open file was removed; the object stays usable through its handles. */
-  unlinked(cipherPath: string): void {
+  unlinked(cipherPath: string, lastName = false): void {
     const file = this.files.get(cipherPath);
     if (!file) return;
     file.unlinked = true;
     this.files.delete(cipherPath);
+    if (lastName && file.refs === 0 && this.parked.has(file)) {
+      // Nothing reaches it any more: what it holds for the next checkpoint need not go in place
+      // (its journal records name a path that is gone, or holds another stream: a replay skips them).
+      this.parked.delete(file);
+      this.pending.delete(file);
+      this.pinnedBytes -= file.clearPinned();
+      const inode = this.inodeOf.get(file);
+      this.inodeOf.delete(file);
+      if (inode !== undefined && this.byInode.get(inode) === file) this.byInode.delete(inode);
+      file.abandon();
+    }
   }
 
-  /** Flushes every open file (unmount, or a sync of the whole volume). */
+  /**
+   * Before the name `cipherPath` is removed. The journal names files by path: a file it holds
+   * packages of that keeps another name (a hard link) has them written in place first. Returns
+   * whether this is the file's last name (unlinked() may then drop what it holds).
+   */
+  beforeUnlink(cipherPath: string): boolean {
+    const file = this.files.get(cipherPath);
+    if (!file?.hasPinned) return false;
+    const lastName = this.dir.lstat(cipherPath).nlink <= 1;
+    if (!lastName) this.checkpoint();
+    return lastName;
+  }
+
+  /** Flushes every open file and makes everything durable (unmount, or a sync of the whole volume). */
   async flushAll(): Promise<void> {
     // Also objects whose first name is gone but another name (hard link) still reaches them.
-    await Promise.all([...new Set([...this.files.values(), ...this.byInode.values()])].map((f) => f.flush('full')));
+    const all = (): CipherFile[] => [...new Set([...this.files.values(), ...this.byInode.values()])];
+    await Promise.all(all().map((f) => f.flush('none')));
+    this.checkpoint();
+    await Promise.all(all().map((f) => f.flush('full')));
   }
 }
 

@@ -370,3 +370,17 @@ export async function volumeJournal(cipherDir: string, passphrase = PASSPHRASE):
     },
   };
 }
+
+/**
+ * Writes a file through a mount and fsyncs it before the close: its cipher file is then in place
+ * (a close alone leaves the packages in the journal until the next checkpoint, issue 12).
+ */
+export async function writeFileSynced(file: string, data: string | Buffer, mode?: number): Promise<void> {
+  const fh = await fsp.open(file, 'w', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

@@ -17,7 +17,7 @@ const OPTIONS = defineOptions([
   KEYFILE_OPTION,
   { name: 'ncrypt', help: 'CIPHERDIR is a plain directory of sio ncrypt files (no config): use the password' },
   { name: 'kdf', value: 'KDF', choices: ['hmac-sha256', 'hkdf-sha256'], help: 'with --keyfile and no volume config: hmac-sha256 (default) or hkdf-sha256' },
-  { name: 'repair', help: 'replay the journal and remove leftover temporary files (nothing else is ever changed)' },
+  { name: 'repair', help: 'replay the journal, remove leftover temporary files and make files shorter than a prefix (no content) empty; nothing else is ever changed' },
   { name: 'json', help: 'print the report as JSON on stdout (an object with a files array and counts)' },
   { name: 'jobs', short: 'j', value: 'N', help: 'files checked at once (default 4)' },
   { name: 'force', help: 'check a volume that is mounted (without --repair only; results may be off while it is written)' },
@@ -48,8 +48,9 @@ export const fsckCommand: Command = {
     'symlink: its target must be sealed and authenticate. Reports, by path: invalid lengths, files shorter than the ' +
     'prefix, irregular 1.0 streams (short middle packages), packages failing authentication or header checks (by ' +
     'index), symlinks that are not sealed or do not authenticate (never followed), foreign files (not DARE), leftover ' +
-    'temporary files, and a journal batch left by a crash. --repair replays that batch (which repairs the packages the crash tore) and ' +
-    'removes temporary files; it never guesses plaintext and never truncates data. Refuses a mounted volume unless ' +
+    'temporary files, and a journal batch left by a crash; 0-byte files (an empty file whose prefix a crash lost) are noted. ' +
+    '--repair replays that batch (which repairs the packages the crash tore), removes temporary files, and makes files ' +
+    'shorter than a prefix (which hold no content) empty; it never guesses plaintext and never truncates data. Refuses a mounted volume unless ' +
     '--force. Exit status: 0 when all is well; 6 when a file is damaged (bad packages, invalid length, irregular, a bad symlink); ' +
     '1 for anything else left to do (a pending journal or temporary files without --repair, foreign files).',
   options: OPTIONS,
@@ -123,6 +124,7 @@ export const fsckCommand: Command = {
 
 const STATUS_TEXT: Record<FsckFile['status'], string> = {
   ok: 'ok',
+  empty: 'EMPTY (information)',
   short: 'TOO SHORT',
   'invalid-length': 'INVALID LENGTH',
   irregular: 'IRREGULAR',
@@ -148,6 +150,10 @@ export function formatReport(result: FsckResult, journal: JournalReport): string
     if (f.status === 'ok') continue;
     if (f.status === 'temp') {
       lines.push(`${f.path}: ${STATUS_TEXT.temp}: ${f.removed ? 'removed' : `${f.message}: run with --repair to remove it`}`);
+      continue;
+    }
+    if (f.status === 'empty') {
+      lines.push(`${f.path}: ${f.repaired ? 'REPAIRED' : STATUS_TEXT.empty}: ${f.message ?? ''}`);
       continue;
     }
     const pending = journal.pendingFiles.includes(f.path) ? ' (the pending journal batch covers this file)' : '';

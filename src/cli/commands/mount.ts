@@ -26,6 +26,13 @@ const OPTIONS = defineOptions([
   { name: 'package-cache', value: 'MIB', help: 'cache of decrypted packages in MiB (default 16)' },
   { name: 'key-cache', value: 'N', help: 'number of per-file keys kept (default 4096)' },
   { name: 'idle-unmount', value: 'DURATION', help: 'unmount after DURATION (e.g. 90s, 10m, 2h) with no file operation and no open file' },
+  {
+    name: 'commit',
+    value: 'SECONDS',
+    help:
+      'what closed files wrote is durable within SECONDS (default 5, like ext4\'s commit=); fsync is always durable at once; ' +
+      '0: only at fsync, unmount, or when the journal is full',
+  },
   { name: 'no-journal', help: 'do not journal in-place rewrites: faster, but a crash during a write can leave a package unreadable' },
   {
     name: 'no-password-check',
@@ -98,6 +105,7 @@ function toSettings(o: Options, cipherDir: string, mountpoint: string): MountSet
     keyCacheEntries: positiveNumber(o['key-cache'], '--key-cache'),
     idleUnmountMs: duration(o['idle-unmount']),
     journal: !o['no-journal'],
+    commitSeconds: positiveNumber(o.commit, '--commit'),
     passwordCheck: !o['no-password-check'],
     transport: transportOf(o.transport ?? process.env.DAREFS_TRANSPORT),
     writebackCache: o['writeback-cache'],
