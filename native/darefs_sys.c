@@ -233,6 +233,27 @@ static napi_value js_lutimens(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * futimens(fd, atimeSec, atimeNsec, mtimeSec, mtimeNsec) -> undefined: utimensat on an open file,
+ * to the nanosecond; UTIME_NOW / UTIME_OMIT pass through. A checkpoint writes a file in place
+ * long after its writes were accepted: this puts back the mtime they (or a utimens) gave it.
+ */
+static napi_value js_futimens(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  int32_t fd = -1;
+  int64_t asec = 0, msec = 0;
+  uint32_t ansec = 0, mnsec = 0;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &asec) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &ansec) != napi_ok || napi_get_value_int64(env, argv[3], &msec) != napi_ok ||
+      napi_get_value_uint32(env, argv[4], &mnsec) != napi_ok) {
+    return throw_type(env, "futimens: fd and times must be numbers");
+  }
+  struct timespec ts[2] = { { .tv_sec = (time_t) asec, .tv_nsec = ansec }, { .tv_sec = (time_t) msec, .tv_nsec = mnsec } };
+  if (futimens(fd, ts) != 0) return throw_errno(env, errno, "futimens", "");
+  return NULL;
+}
+
+/*
  * fcopyxattrs(fromFd, toFd) -> number copied. For a file rewritten into a new inode (temporary
  * file renamed over the old one): every attribute goes along, but security.ima/evm (they describe
  * the old content). Names outside user.* that this
@@ -461,6 +482,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "scrubenv", NULL, js_scrubenv, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_enumerable, NULL },
     { "renameat2", NULL, js_renameat2, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "futimens", NULL, js_futimens, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

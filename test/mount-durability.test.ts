@@ -91,3 +91,32 @@ test.serial('--commit: closed files reach their place within the interval, witho
     { extra: () => ['--commit', '0.5'] },
   );
 });
+
+test.serial('mtime: a close shows the new mtime at once, and a checkpoint writing the file in place later keeps it (also one set by touch -d)', async (t) => {
+  t.timeout(60_000);
+  await withMasterMount(
+    t,
+    async (m) => {
+      const f = path.join(m.mountpoint, 'made');
+      const g = path.join(m.mountpoint, 'stamped');
+      await fsp.writeFile(f, 'first');
+      await fsp.writeFile(g, 'first');
+      const before = (await fsp.stat(f)).mtimeMs;
+      await sleep(50);
+      await fsp.writeFile(f, 'second version');
+      await fsp.writeFile(g, 'second version');
+      // Before any checkpoint (--commit 0.5 has not passed yet).
+      const afterClose = (await fsp.stat(f)).mtimeMs;
+      t.true(afterClose > before, 'mtime moved at close');
+      // tar x, cp -p, rsync -t: times set after the data was written.
+      await fsp.utimes(g, 1_000_000, 1_000_000);
+      await sleep(1500);
+      t.is((await fsp.stat(path.join(m.cipherDir, 'made'))).mtimeMs, afterClose, 'the checkpoint kept the mtime of the close');
+      t.is((await fsp.stat(path.join(m.cipherDir, 'stamped'))).mtimeMs, 1_000_000_000, 'and the one touch -d set');
+      t.is((await fsp.stat(g)).mtimeMs, 1_000_000_000);
+      const keys = await volumeKeys(m.cipherDir);
+      t.is((await decryptCipherFile(keys, path.join(m.cipherDir, 'stamped'))).toString(), 'second version', 'checkpointed in place');
+    },
+    { extra: () => ['--commit', '0.5'] },
+  );
+});

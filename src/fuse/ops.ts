@@ -451,12 +451,15 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         // Seal unflushed writes of an open file first: sealing them later (at close) would write
         // the cipher file after its times were set, replacing the mtime a program (tar x, cp -p,
         // rsync) just set, and changing the ctime behind the kernel's cached attributes.
-        await (volume.find(cipherPath) ?? volume.find(cipherPath, dir.lstat(cipherPath)))?.flush();
+        const file = volume.find(cipherPath) ?? volume.find(cipherPath, dir.lstat(cipherPath));
+        await file?.flush();
         if (sys) {
           // Exact, and 'now' / 'omit' are the kernel's own UTIME_NOW / UTIME_OMIT.
           const sec = (t: typeof atime): number => (typeof t === 'string' ? 0 : Number(t.sec));
           const nsec = (t: typeof atime): number => (t === 'now' ? UTIME_NOW : t === 'omit' ? UTIME_OMIT : t.nsec);
           dir.at(cipherPath, (e) => sys.lutimens(e, sec(atime), nsec(atime), sec(mtime), nsec(mtime)));
+          // Changes still in the journal go in place later: the mtime just set must survive that.
+          file?.timesSet();
           return;
         }
         let current: fs.BigIntStats | undefined;
@@ -475,6 +478,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         };
         const [a, m] = [seconds(atime, 'atimeNs'), seconds(mtime, 'mtimeNs')];
         dir.at(cipherPath, (e) => fs.lutimesSync(e, a, m));
+        file?.timesSet();
       });
     },
   };

@@ -127,6 +127,14 @@ export class CipherFile {
   /** The name was unlinked while open: a stream rewrite must not rename over the path. */
   unlinked = false;
 
+  /**
+   * The mtime (ns) the cipher file must show once the checkpoint has written its pinned packages
+   * in place: the time its changes were accepted, or the one a utimens gave it since. Writing in
+   * place later would otherwise move it to the checkpoint's time (make, rsync, tar and cp -p
+   * compare mtimes).
+   */
+  private keptMtimeNs: bigint | undefined;
+
   /** The cipher inode's attributes through the open descriptor: right also once the name is gone. */
   stat(): fs.BigIntStats {
     if (this.closed) throw new ClosedFileError(this.name);
@@ -481,6 +489,7 @@ export class CipherFile {
         i = j + 1;
       }
       if (fs.fstatSync(this.fd).size !== this.pinnedCipherSize) io.ftruncateSync(this.fd, this.pinnedCipherSize, this.cipherPath);
+      if (this.keptMtimeNs !== undefined) restoreMtime(this.fd, this.keptMtimeNs);
     } catch (err) {
       // Refused before anything was written (made immutable since, say): the file is as it was,
       // and its records stay in the journal until a later checkpoint can write them.
@@ -502,6 +511,7 @@ export class CipherFile {
     for (const image of this.pinned.values()) bytes += image.length;
     this.pinned.clear();
     this.pinnedCipherSize = undefined;
+    this.keptMtimeNs = undefined;
     return bytes;
   }
 
@@ -879,7 +889,15 @@ export class CipherFile {
     }
     this.pinnedCipherSize = newCipherSize;
     this.sealed(sorted);
+    // The cipher inode shows the change now (mtime, ctime), as a write in place would have.
+    this.keptMtimeNs = touchMtime(this.fd);
     this.ctx.checkpointer?.pinned(this, added);
+  }
+
+  /** Times were set on the cipher inode (utimens): a checkpoint keeps its mtime. */
+  timesSet(): void {
+    if (this.pinnedCipherSize === undefined || this.closed) return;
+    this.keptMtimeNs = fs.fstatSync(this.fd, { bigint: true }).mtimeNs;
   }
 
   /** After a flush: the sealed packages' plaintext goes from the dirty map to the cache. */
@@ -1043,6 +1061,30 @@ export class CipherFile {
       this.dirNeedsSync = false;
     }
   }
+}
+
+const UTIME_NOW = 0x3fffffff;
+const UTIME_OMIT = 0x3ffffffe;
+
+/** Sets the file's mtime (and so its ctime) to now; returns the mtime it got. */
+function touchMtime(fd: number): bigint {
+  const sys = loadSysCalls().calls;
+  if (sys) sys.futimens(fd, 0, UTIME_OMIT, 0, UTIME_NOW);
+  else {
+    const st = fs.fstatSync(fd);
+    fs.futimesSync(fd, st.atime, new Date());
+  }
+  return fs.fstatSync(fd, { bigint: true }).mtimeNs;
+}
+
+/** Puts `mtimeNs` back (the atime is left alone): to the nanosecond with the addon, else the µs. */
+function restoreMtime(fd: number, mtimeNs: bigint): void {
+  let sec = mtimeNs / 1_000_000_000n;
+  if (sec * 1_000_000_000n > mtimeNs) sec -= 1n;
+  const nsec = Number(mtimeNs - sec * 1_000_000_000n);
+  const sys = loadSysCalls().calls;
+  if (sys) sys.futimens(fd, 0, UTIME_OMIT, Number(sec), nsec);
+  else fs.futimesSync(fd, fs.fstatSync(fd).atime, Number(sec) + nsec / 1e9);
 }
 
 let scratchBuffer = Buffer.alloc(0);

@@ -39,6 +39,8 @@ export interface SysCalls {
   fallocate(fd: number, mode: number, offset: number, length: number): void;
   /** renameat2(2) by path (never following the final component); flags: RENAME_NOREPLACE / RENAME_EXCHANGE. */
   renameat2(from: string, to: string, flags: number): void;
+  /** futimens(2): times of an open file, to the nanosecond; a tv_nsec of UTIME_NOW / UTIME_OMIT as the kernel's. */
+  futimens(fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
 }
 
 /** fallocate mode: allocate without changing the file size. */

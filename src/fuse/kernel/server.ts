@@ -47,11 +47,13 @@ export interface SessionEvents {
   onDestroy?: () => void;
 }
 
-/** Thrown inside a handler to answer with that errno. */
-class Reply extends Error {
-  constructor(readonly errno: number) {
-    super(`errno ${errno}`);
-  }
+/**
+ * Thrown inside a handler to answer with that errno. Not an Error: ENOENT for every lookup of a
+ * name that is not there is ordinary, and capturing a stack trace for each cost more than the
+ * lookup itself.
+ */
+class Reply {
+  constructor(readonly errno: number) {}
 }
 
 const S_IFMT = 0o170000;
