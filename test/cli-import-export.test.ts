@@ -447,3 +447,20 @@ test('import: a cipher subdirectory swapped for a symlink to an outside director
   t.is(counts.copied + counts.failed, names.length + 1);
   t.true(counts.failed >= names.length + 1 - moved.length, errText());
 });
+
+test('export: a 0-byte cipher file is an empty file (created, never written, or a crash before its first checkpoint); 1-31 bytes fail that file', async (t) => {
+  const v = await freshVolume(t);
+  fs.writeFileSync(path.join(v.plain, 'real'), testBytes(1000, 7));
+  const imp = await runCli(['import', '--passfile', v.pass, v.plain, v.cipher]);
+  t.is(imp.code, 0, imp.stderr);
+  fs.writeFileSync(path.join(v.cipher, 'zero'), Buffer.alloc(0));
+  fs.writeFileSync(path.join(v.cipher, 'short'), Buffer.alloc(7));
+  const out = path.join(v.root, 'out');
+  const r = await runCli(['export', '--passfile', v.pass, v.cipher, out]);
+  t.is(r.code, 4, r.stderr); // not a DARE file (exit 4), as the export CLI reports a malformed file
+  t.deepEqual(summaryCounts(r.stderr), { copied: 2, skipped: 0, failed: 1 });
+  t.is(fs.readFileSync(path.join(out, 'zero')).length, 0);
+  t.false(fs.existsSync(path.join(out, 'short')));
+  t.regex(r.stderr, /short/);
+  t.true(fs.readFileSync(path.join(out, 'real')).equals(testBytes(1000, 7)));
+});

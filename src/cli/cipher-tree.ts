@@ -126,11 +126,17 @@ async function openHandle(file: string, confined?: { dir: CipherDir; rel: string
 }
 
 /** Opens a cipher file: its 32-byte prefix, and the stream after it. */
-async function openCipherFile(file: string, confined?: { dir: CipherDir; rel: string }): Promise<{ prefix: Buffer; body: fs.ReadStream }> {
+async function openCipherFile(file: string, confined?: { dir: CipherDir; rel: string }): Promise<{ prefix: Buffer; body: fs.ReadStream } | 'empty'> {
   const h = await openHandle(file, confined);
   try {
     const prefix = Buffer.alloc(PREFIX_SIZE);
     const { bytesRead } = await h.read(prefix, 0, PREFIX_SIZE, 0);
+    // 0 bytes: a file created and never written (or a crash before its first checkpoint), an
+    // empty file as the mount shows it.
+    if (bytesRead === 0) {
+      await h.close();
+      return 'empty';
+    }
     if (bytesRead < PREFIX_SIZE) throw new ShortPrefixError(bytesRead).inFile(file);
     return { prefix, body: h.createReadStream({ start: PREFIX_SIZE, highWaterMark: IO_CHUNK }) };
   } catch (err) {
@@ -146,7 +152,9 @@ async function* withPrefix(prefix: Buffer, rest: AsyncIterable<Buffer>): AsyncGe
 
 /** Decrypts `file` fully; yields verified plaintext. DARE errors name the file. */
 async function* decryptFile(file: string, u: UnlockedTree, confined?: { dir: CipherDir; rel: string }): AsyncGenerator<Buffer> {
-  const { prefix, body } = await openCipherFile(file, confined);
+  const opened = await openCipherFile(file, confined);
+  if (opened === 'empty') return;
+  const { prefix, body } = opened;
   try {
     const key = await u.opened.keys.get(prefix);
     try {
@@ -221,6 +229,8 @@ export function exportCodec(u: UnlockedTree): FileCodec {
   const dir = u.opened.volume.dir;
   return {
     destinationSize(src, e) {
+      // A 0-byte cipher file is an empty file (see openCipherFile).
+      if (Number(e.stat.size) === 0) return 0;
       try {
         return plaintextSize(Number(e.stat.size));
       } catch (err) {
