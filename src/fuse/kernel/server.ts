@@ -75,7 +75,8 @@ export class KernelSession {
   readonly nodes = new NodeTable();
   private minor = 0;
   private granted = 0;
-  private setxattrExt = false;
+  /** FUSE_SETXATTR_EXT is not asked for: setxattr requests keep the 8-byte header. */
+  private readonly setxattrExt = false;
   private initialised = false;
   /** Open files: handle -> the path it was opened by. */
   private readonly fileHandles = new Map<number, string>();
@@ -84,7 +85,7 @@ export class KernelSession {
   private readonly dirHandles = new Map<number, DirHandle>();
   private readonly readBuffers: Buffer[] = [];
   private nextDirHandle = 1;
-  /** Requests being served, for INTERRUPT (we let them finish: every operation is short or must complete). */
+  /** Requests decoded, and those answered with an error. */
   readonly stats = { requests: 0, errors: 0 };
 
   constructor(
