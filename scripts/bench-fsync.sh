@@ -25,7 +25,7 @@ cleanup() {
 trap cleanup EXIT
 
 run_variant() {  # LABEL CHECKOUT OPTIONS
-  local label=$1 checkout=$2 opts=$3 d=$root/$1 pid t0 t1
+  local label=$1 checkout=$2 opts=$3 d=$root/$1 pid t0 t1 i
   rm -rf "$d"; mkdir -p "$d/cipher" "$d/mnt"
   printf 'bench fsync passphrase\n' > "$d/pass"
   node "$checkout/dist/src/cli/main.js" init -q --passfile "$d/pass" "$d/cipher"
