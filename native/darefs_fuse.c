@@ -51,7 +51,9 @@
 #include <node_api.h>
 #include <uv.h>
 
-#define MAX_PATH 4096
+#define ADDON_NAME "darefs_fuse"
+#include "napi_common.h"
+
 /* The kernel truncates mount data beyond a page: refuse longer option strings instead. */
 #define MAX_DATA 4096
 /* At or below this size a request is copied into a V8 Buffer; above it, handed over as is. */
@@ -62,98 +64,6 @@
 #define POOL_KEEP 2
 /* Read buffers that may be in JS's hands at once; beyond that, large requests are copied out. */
 #define POOL_LENT 24
-
-static const char *errno_code(int e) {
-  switch (e) {
-    case EPERM: return "EPERM";
-    case ENOENT: return "ENOENT";
-    case EINTR: return "EINTR";
-    case EIO: return "EIO";
-    case ENXIO: return "ENXIO";
-    case E2BIG: return "E2BIG";
-    case EBADF: return "EBADF";
-    case EAGAIN: return "EAGAIN";
-    case ENOMEM: return "ENOMEM";
-    case EACCES: return "EACCES";
-    case EFAULT: return "EFAULT";
-    case ENOTBLK: return "ENOTBLK";
-    case EBUSY: return "EBUSY";
-    case EEXIST: return "EEXIST";
-    case ENODEV: return "ENODEV";
-    case ENOTDIR: return "ENOTDIR";
-    case EISDIR: return "EISDIR";
-    case EINVAL: return "EINVAL";
-    case ENFILE: return "ENFILE";
-    case EMFILE: return "EMFILE";
-    case ENOSPC: return "ENOSPC";
-    case EROFS: return "EROFS";
-    case ENAMETOOLONG: return "ENAMETOOLONG";
-    case ELOOP: return "ELOOP";
-    case ENOSYS: return "ENOSYS";
-    case ENOTSOCK: return "ENOTSOCK";
-    case EMSGSIZE: return "EMSGSIZE";
-    case ENOTCONN: return "ENOTCONN";
-    case ECONNRESET: return "ECONNRESET";
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    case EPROTO: return "EPROTO";
-    default: return "EUNKNOWN";
-  }
-}
-
-static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
-  char msg[MAX_PATH + 128];
-  if (path && *path) snprintf(msg, sizeof msg, "%s: %s, %s '%s'", errno_code(e), strerror(e), syscall, path);
-  else snprintf(msg, sizeof msg, "%s: %s, %s", errno_code(e), strerror(e), syscall);
-  napi_value message, err, v;
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
-  napi_create_error(env, NULL, message, &err);
-  napi_create_string_utf8(env, errno_code(e), NAPI_AUTO_LENGTH, &v);
-  napi_set_named_property(env, err, "code", v);
-  napi_create_int32(env, -e, &v);
-  napi_set_named_property(env, err, "errno", v);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
-  napi_set_named_property(env, err, "syscall", v);
-  if (path && *path) {
-    napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &v);
-    napi_set_named_property(env, err, "path", v);
-  }
-  napi_throw(env, err);
-  return NULL;
-}
-
-static napi_value throw_type(napi_env env, const char *msg) {
-  napi_throw_type_error(env, NULL, msg);
-  return NULL;
-}
-
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < want) {
-    throw_type(env, "darefs_fuse: missing arguments");
-    return 0;
-  }
-  return 1;
-}
-
-/* A JS string into buf; false with a TypeError / ENAMETOOLONG thrown. Refuses embedded NULs. */
-static int get_string(napi_env env, napi_value v, char *buf, size_t cap, const char *what) {
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
-    throw_type(env, what);
-    return 0;
-  }
-  if (len + 1 > cap) {
-    throw_errno(env, ENAMETOOLONG, what, "");
-    return 0;
-  }
-  napi_get_value_string_utf8(env, v, buf, cap, &len);
-  if (strlen(buf) != len) {
-    throw_type(env, what);
-    return 0;
-  }
-  return 1;
-}
 
 static int get_int32(napi_env env, napi_value v, int32_t *out, const char *what) {
   if (napi_get_value_int32(env, v, out) != napi_ok) {
@@ -183,11 +93,11 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   char source[MAX_PATH], target[MAX_PATH], fstype[256], data[MAX_DATA];
   int32_t flags;
   if (!get_args(env, info, 5, argv)) return NULL;
-  if (!get_string(env, argv[0], source, sizeof source, "mount: source must be a string without NUL")) return NULL;
-  if (!get_string(env, argv[1], target, sizeof target, "mount: target must be a string without NUL")) return NULL;
-  if (!get_string(env, argv[2], fstype, sizeof fstype, "mount: fstype must be a string without NUL")) return NULL;
+  if (!get_string(env, argv[0], source, sizeof source, "mount: source must be a string without NUL", ENAMETOOLONG)) return NULL;
+  if (!get_string(env, argv[1], target, sizeof target, "mount: target must be a string without NUL", ENAMETOOLONG)) return NULL;
+  if (!get_string(env, argv[2], fstype, sizeof fstype, "mount: fstype must be a string without NUL", ENAMETOOLONG)) return NULL;
   if (!get_int32(env, argv[3], &flags, "mount: flags must be a number")) return NULL;
-  if (!get_string(env, argv[4], data, sizeof data, "mount: data must be a string without NUL")) return NULL;
+  if (!get_string(env, argv[4], data, sizeof data, "mount: data must be a string without NUL", ENAMETOOLONG)) return NULL;
   if (mount(source, target, fstype, (unsigned long) (uint32_t) flags, data) != 0) return throw_errno(env, errno, "mount", target);
   return NULL;
 }
@@ -198,7 +108,7 @@ static napi_value js_umount(napi_env env, napi_callback_info info) {
   char target[MAX_PATH];
   int32_t flags;
   if (!get_args(env, info, 2, argv)) return NULL;
-  if (!get_string(env, argv[0], target, sizeof target, "umount: target must be a string without NUL")) return NULL;
+  if (!get_string(env, argv[0], target, sizeof target, "umount: target must be a string without NUL", ENAMETOOLONG)) return NULL;
   if (!get_int32(env, argv[1], &flags, "umount: flags must be a number")) return NULL;
   if (umount2(target, flags) != 0) return throw_errno(env, errno, "umount2", target);
   return NULL;

@@ -26,106 +26,16 @@
 #include <linux/openat2.h>
 #include <node_api.h>
 
+#define ADDON_NAME "darefs_sys"
+#include "napi_common.h"
+
 #ifndef SYS_openat2
 #define SYS_openat2 437
 #endif
 
-#define MAX_PATH 4096
 #define MAX_NAME 256
 #define MAX_VALUE 65536
 #define MAX_LIST 65536
-
-static const char *errno_code(int e) {
-  switch (e) {
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case ENOENT: return "ENOENT";
-    case ENOTDIR: return "ENOTDIR";
-    case EEXIST: return "EEXIST";
-    case ENODATA: return "ENODATA";
-    case ENOTSUP: return "ENOTSUP";
-    case ERANGE: return "ERANGE";
-    case E2BIG: return "E2BIG";
-    case ENOSPC: return "ENOSPC";
-    case EDQUOT: return "EDQUOT";
-    case EROFS: return "EROFS";
-    case EINVAL: return "EINVAL";
-    case ENAMETOOLONG: return "ENAMETOOLONG";
-    case ELOOP: return "ELOOP";
-    case EIO: return "EIO";
-    case ENOMEM: return "ENOMEM";
-    case EFAULT: return "EFAULT";
-    case EXDEV: return "EXDEV";
-    case ENOSYS: return "ENOSYS";
-    case EAGAIN: return "EAGAIN";
-    case EBADF: return "EBADF";
-    case ENOTEMPTY: return "ENOTEMPTY";
-    case EMLINK: return "EMLINK";
-    /* what openat2 may also answer */
-    case EISDIR: return "EISDIR";
-    case ENXIO: return "ENXIO";
-    case ENODEV: return "ENODEV";
-    case ETXTBSY: return "ETXTBSY";
-    case EBUSY: return "EBUSY";
-    case EMFILE: return "EMFILE";
-    case ENFILE: return "ENFILE";
-    case EOVERFLOW: return "EOVERFLOW";
-    case EFBIG: return "EFBIG";
-    default: return "EUNKNOWN";
-  }
-}
-
-/* Throws { message, code, errno (negative, as Node's fs errors), syscall, path }. */
-static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
-  char msg[MAX_PATH + 128];
-  snprintf(msg, sizeof msg, "%s: %s, %s '%s'", errno_code(e), strerror(e), syscall, path);
-  napi_value message, err, v;
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
-  napi_create_error(env, NULL, message, &err);
-  napi_create_string_utf8(env, errno_code(e), NAPI_AUTO_LENGTH, &v);
-  napi_set_named_property(env, err, "code", v);
-  napi_create_int32(env, -e, &v);
-  napi_set_named_property(env, err, "errno", v);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
-  napi_set_named_property(env, err, "syscall", v);
-  napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &v);
-  napi_set_named_property(env, err, "path", v);
-  napi_throw(env, err);
-  return NULL;
-}
-
-static napi_value throw_type(napi_env env, const char *msg) {
-  napi_throw_type_error(env, NULL, msg);
-  return NULL;
-}
-
-/*
- * Copies a JS string argument into buf. False, with an error thrown, when it is not a string
- * (TypeError) or does not fit (too_long: ENAMETOOLONG for a path, ERANGE for an attribute name).
- */
-static int get_string(napi_env env, napi_value v, char *buf, size_t cap, const char *what, int too_long) {
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
-    throw_type(env, what);
-    return 0;
-  }
-  if (len + 1 > cap) {
-    throw_errno(env, too_long, what, "");
-    return 0;
-  }
-  napi_get_value_string_utf8(env, v, buf, cap, &len);
-  return 1;
-}
-
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < want) {
-    throw_type(env, "darefs_sys: missing arguments");
-    return 0;
-  }
-  return 1;
-}
 
 /* The first n bytes of buf as a new Buffer, or the call's errno thrown (n < 0); frees buf. */
 static napi_value buffer_result(napi_env env, char *buf, ssize_t n, const char *syscall, const char *path) {
@@ -398,22 +308,8 @@ static napi_value js_scrubenv(napi_env env, napi_callback_info info) {
 }
 /* ---- fallocate (issue 10, item 5: reserve a file's growth before writing it) ---- */
 
-/* The errnos fallocate(2) adds to errno_code's list. */
-static const char *fallocate_errno_code(int e) {
-  switch (e) {
-    case EBADF: return "EBADF";
-    case EFBIG: return "EFBIG";
-    case EINTR: return "EINTR";
-    case ENODEV: return "ENODEV";
-    case ENOSYS: return "ENOSYS";
-    case ESPIPE: return "ESPIPE";
-    case ETXTBSY: return "ETXTBSY";
-    default: return errno_code(e);
-  }
-}
-
 /*
- * fallocate(fd, mode, offset, length) -> undefined. Throws { code, errno, syscall, path: "" };
+ * fallocate(fd, mode, offset, length) -> undefined. Throws { code, errno, syscall } (no path: the caller names the file);
  * EOPNOTSUPP shows as "ENOTSUP" (the same number on Linux). Offsets are JS numbers (exact below
  * 2^53).
  */
@@ -431,23 +327,7 @@ static napi_value js_fallocate(napi_env env, napi_callback_info info) {
     r = fallocate(fd, mode, (off_t) offset, (off_t) length);
   } while (r != 0 && errno == EINTR);
   if (r == 0) return NULL;
-  int e = errno;
-  const char *code = fallocate_errno_code(e);
-  char msg[160];
-  snprintf(msg, sizeof msg, "%s: %s, fallocate", code, strerror(e));
-  napi_value message, err, v;
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
-  napi_create_error(env, NULL, message, &err);
-  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &v);
-  napi_set_named_property(env, err, "code", v);
-  napi_create_int32(env, -e, &v);
-  napi_set_named_property(env, err, "errno", v);
-  napi_create_string_utf8(env, "fallocate", NAPI_AUTO_LENGTH, &v);
-  napi_set_named_property(env, err, "syscall", v);
-  napi_create_string_utf8(env, "", NAPI_AUTO_LENGTH, &v);
-  napi_set_named_property(env, err, "path", v);
-  napi_throw(env, err);
-  return NULL;
+  return throw_errno(env, errno, "fallocate", "");
 }
 
 /* ---- end fallocate ---- */

@@ -54,7 +54,7 @@ function warn(msg, addons = ADDONS) {
 
 function sourceHash() {
   const h = crypto.createHash('sha256');
-  for (const f of ['binding.gyp', ...ADDONS.map((a) => `${a.name}.c`)]) h.update(fs.readFileSync(path.join(dir, f)));
+  for (const f of ['binding.gyp', 'napi_common.h', ...ADDONS.map((a) => `${a.name}.c`)]) h.update(fs.readFileSync(path.join(dir, f)));
   return h.digest('hex');
 }
 
