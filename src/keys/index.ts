@@ -53,4 +53,4 @@ export {
   type VolumeSecret,
   type UnlockOptions,
 } from './config';
-export { UnsafeMetaDirError, checkMetaDirStat, openMetaDir, openMetaFile, readMetaFile, type MetaDir } from './meta-dir';
+export { UnsafeMetaDirError, checkMetaDirStat, openMetaDir, openMetaFile, readMetaFile, readOpenFile, type MetaDir } from './meta-dir';

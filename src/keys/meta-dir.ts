@@ -154,14 +154,7 @@ export function readMetaFileIn(meta: MetaDir, name: string, maxBytes: number, wh
   try {
     const size = fs.fstatSync(fd).size;
     if (size > maxBytes) throw new ConfigError(where, `${where} is ${size} bytes, too large for a ${what}`);
-    const buf = Buffer.alloc(size);
-    let got = 0;
-    while (got < size) {
-      const n = fs.readSync(fd, buf, got, size - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    return buf.subarray(0, got);
+    return readOpenFile(fd, size);
   } finally {
     fs.closeSync(fd);
   }
@@ -189,4 +182,16 @@ export function writeMetaFileFresh(meta: MetaDir, name: string, data: Buffer | s
 
 function metaError(where: string, what: string, err: unknown): ConfigError {
   return new ConfigError(where, `${what} ${where}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+}
+
+/** The first `size` bytes of the open file `fd` (fewer if it is shorter by now). */
+export function readOpenFile(fd: number, size: number): Buffer {
+  const buf = Buffer.alloc(size);
+  let got = 0;
+  while (got < size) {
+    const n = fs.readSync(fd, buf, got, size - got, got);
+    if (n === 0) break;
+    got += n;
+  }
+  return buf.subarray(0, got);
 }

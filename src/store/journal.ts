@@ -14,7 +14,7 @@ import {
   payloadLength,
   plaintextSizeOrUndefined,
 } from '../dare';
-import { CONFIG_DIR, checkMetaDirStat, journalEntryKey, openMetaFile, type MetaDir } from '../keys';
+import { CONFIG_DIR, checkMetaDirStat, journalEntryKey, openMetaFile, readOpenFile, type MetaDir } from '../keys';
 import { O_PATH } from '../sys';
 import type { CipherDir } from './cipher-dir';
 import type { KeySource } from './cipher-file';
@@ -406,15 +406,7 @@ export class Journal {
       throw err;
     }
     try {
-      const size = fs.fstatSync(fd).size;
-      const data = Buffer.alloc(size);
-      let got = 0;
-      while (got < size) {
-        const n = fs.readSync(fd, data, got, size - got, got);
-        if (n === 0) break;
-        got += n;
-      }
-      return { data: data.subarray(0, got), fd, meta };
+      return { data: readOpenFile(fd, fs.fstatSync(fd).size), fd, meta };
     } catch (err) {
       fs.closeSync(fd);
       meta.close();
