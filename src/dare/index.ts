@@ -6,3 +6,4 @@ export * from './package';
 export * from './stream';
 export { ByteSource, ChunkReader } from './chunks';
 export * from './symlink';
+export * from './names';

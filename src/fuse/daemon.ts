@@ -73,7 +73,7 @@ export class Daemon {
       throw new MountpointError('FAILED', mountpoint, `the mount point ${mountpoint} and the cipher directory ${cipherDir} must not contain each other`);
     }
     const activity = { last: Date.now() };
-    const plain = createOperations({ volume: opts.opened.volume, paths: new PathMap(cipherDir), log: opts.log });
+    const plain = createOperations({ volume: opts.opened.volume, paths: new PathMap(cipherDir, opts.opened.volume.names), log: opts.log });
     // Only --idle-unmount needs to know when the mount was last used: no wrapper otherwise.
     const ops = opts.idleUnmountMs ? trackActivity(plain, activity) : plain;
     let transport: Transport = opts.transport ?? 'kernel';

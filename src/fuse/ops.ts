@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { DareError, SealedLinkError } from '../dare';
-import { CipherDir, CipherFile, ReadOnlyError, Volume } from '../store';
+import { CipherDir, CipherFile, nameBytes, nameText, ReadOnlyError, Volume } from '../store';
 import { FALLOC_FL_KEEP_SIZE, loadSysCalls, O_PATH, splitNames } from '../sys';
 import { toFuseStat, toFuseStatfs } from './attrs';
 import { isProblem, toErrno } from './errno';
@@ -54,6 +54,9 @@ function isMangled(name: string): boolean {
 export function createOperations(ctx: OperationsContext): FuseOperations {
   const { volume, paths, log } = ctx;
   const dir: CipherDir = volume.dir;
+  const names = volume.names;
+  /** Directories whose refused names were logged (once each, FORMAT.md §8), bounded. */
+  const refusalsLogged = new Set<string>();
   const loaded = loadSysCalls();
   const sys = loaded.calls;
   const sysMissing = loaded.calls ? '' : loaded.reason;
@@ -123,6 +126,48 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     }
   }
 
+  /**
+   * Makes a new entry at `cipherPath` with `make`: a long name's `.name` file first (durable before
+   * the entry, FORMAT.md §8), and gone again if the entry was not made.
+   */
+  async function newEntry<T>(cipherPath: string, make: () => T | Promise<T>): Promise<T> {
+    names.beforeEntry(dir, cipherPath);
+    try {
+      return await make();
+    } catch (err) {
+      try {
+        names.afterRemoval(dir, cipherPath);
+      } catch {
+        // the error that stopped the entry is the one to report
+      }
+      throw err;
+    }
+  }
+
+  /** mknod of a FIFO, socket or device node (regular files come through create). */
+  async function makeSpecial(cipherPath: string, mode: number, dev: number, caller: FuseCaller | undefined): Promise<void> {
+    if (sys) {
+      // dev arrives in the kernel's 32-bit encoding (new_encode_dev): 12-bit major, 20-bit minor.
+      dir.at(cipherPath, (e) => sys.mknod(e, mode, (dev & 0xfff00) >>> 8, (dev & 0xff) | ((dev >>> 12) & 0xfff00)));
+    } else {
+      if ((mode & S_IFMT) !== S_IFIFO) throw Object.assign(new Error(`only FIFOs can be made (${sysMissing})`), { code: 'EPERM' });
+      await mkfifo(dir, cipherPath, mode & 0o7777);
+    }
+    settleOrUndo(cipherPath, 'special', caller, mode);
+  }
+
+  /** Logs once per directory the entries whose names do not authenticate (left out of the listing). */
+  function reportRefused(path: string, cipherPath: string, refused: { entry: string; reason: string }[]): void {
+    if (refused.length === 0 || refusalsLogged.has(cipherPath)) return;
+    if (refusalsLogged.size >= 4096) refusalsLogged.clear();
+    refusalsLogged.add(cipherPath);
+    const shown = refused.slice(0, 5).map((r) => `${JSON.stringify(r.entry)} (${r.reason})`);
+    log.problem(
+      `readdir ${path}: left out ${refused.length} entr${refused.length === 1 ? 'y' : 'ies'} of ${cipherPath} whose names do not authenticate: ` +
+        `${shown.join(', ')}${refused.length > 5 ? ', ...' : ''}; darefs fsck lists them`,
+    );
+  }
+
   /** rename(2), or renameat2(2) with RENAME_NOREPLACE / RENAME_EXCHANGE. */
   async function renameEntry(src: string, dest: string, flags: number): Promise<void> {
     const from = guardChange(src, src);
@@ -136,10 +181,18 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     // exchange moves `to` as well.
     await volume.beforeRename(from);
     if (flags & RENAME_EXCHANGE) await volume.beforeRename(to);
-    if (flags && sys) dir.at2(from, to, (a, b) => sys.renameat2(a, b, flags));
-    else dir.at2(from, to, fs.renameSync);
+    // An exchange moves two names that both have their `.name` files already.
+    const move = (): void => {
+      if (flags && sys) dir.at2(from, to, (a, b) => sys.renameat2(a, b, flags));
+      else dir.at2(from, to, fs.renameSync);
+    };
+    if (flags & RENAME_EXCHANGE) move();
+    else await newEntry(to, move);
     if (flags & RENAME_EXCHANGE) volume.exchanged(from, to, (p) => paths.plain(p));
-    else volume.renamed(from, to, (p) => paths.plain(p));
+    else {
+      volume.renamed(from, to, (p) => paths.plain(p));
+      names.afterRemoval(dir, from);
+    }
   }
 
   /** Refuses a name that is hidden, or any change on a read-only volume. */
@@ -193,8 +246,10 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     readdir(path, cb) {
       log.debug(() => `readdir ${path}`);
       try {
-        const names = dir.readdir(visible(path)).filter((n) => !paths.isHiddenEntry(path, n));
-        cb(0, ['.', '..', ...names]);
+        const cipherPath = visible(path);
+        const listing = names.list(dir, cipherPath);
+        reportRefused(path, cipherPath, listing.refused);
+        cb(0, ['.', '..', ...listing.entries.map((e) => e.name)]);
       } catch (err) {
         cb(fail('readdir', path, err));
       }
@@ -240,7 +295,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
           chmod: (m) => fs.fchmodSync(fd, m),
           parentMode: parentMode(cipherPath),
         });
-        const file = await volume.create(cipherPath, path, mode & 0o7777, (fd) => settleNewEntry(entry(fd), 'file', caller, mode, me));
+        const file = await newEntry(cipherPath, () => volume.create(cipherPath, path, mode & 0o7777, (fd) => settleNewEntry(entry(fd), 'file', caller, mode, me)));
         return addHandle(file, path);
       });
     },
@@ -313,6 +368,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         const lastName = volume.beforeUnlink(cipherPath);
         dir.at(cipherPath, fs.unlinkSync);
         volume.unlinked(cipherPath, lastName);
+        names.afterRemoval(dir, cipherPath);
       });
     },
 
@@ -349,15 +405,21 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     },
 
     mkdir(path, mode, caller, cb) {
-      run('mkdir', path, cb, () => {
+      run('mkdir', path, cb, async () => {
         const cipherPath = guardChange(path, path);
-        dir.at(cipherPath, (e) => fs.mkdirSync(e, mode & 0o7777));
-        settleOrUndo(cipherPath, 'dir', caller, mode);
+        await newEntry(cipherPath, () => {
+          dir.at(cipherPath, (e) => fs.mkdirSync(e, mode & 0o7777));
+          settleOrUndo(cipherPath, 'dir', caller, mode);
+        });
       });
     },
 
     rmdir(path, cb) {
-      run('rmdir', path, cb, () => dir.at(guardChange(path, path), fs.rmdirSync));
+      run('rmdir', path, cb, () => {
+        const cipherPath = guardChange(path, path);
+        dir.at(cipherPath, fs.rmdirSync);
+        names.afterRemoval(dir, cipherPath);
+      });
     },
 
     // Targets are sealed (FORMAT.md §7): what the cipher directory holds is never what the
@@ -365,21 +427,27 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     symlink(target, linkPath, caller, cb) {
       run('symlink', linkPath, cb, async () => {
         const cipherPath = guardChange(linkPath, linkPath);
-        const sealed = await volume.sealLink(Buffer.from(target));
-        dir.at(cipherPath, (e) => fs.symlinkSync(sealed, e));
-        settleOrUndo(cipherPath, 'symlink', caller, undefined);
+        const sealed = await volume.sealLink(nameBytes(target));
+        await newEntry(cipherPath, () => {
+          dir.at(cipherPath, (e) => fs.symlinkSync(sealed, e));
+          settleOrUndo(cipherPath, 'symlink', caller, undefined);
+        });
       });
     },
 
     readlink(path, cb) {
       run('readlink', path, cb, async () => {
         const stored = dir.at(visible(path), (e) => fs.readlinkSync(e, { encoding: 'buffer' }));
-        return (await volume.openLink(stored, path)).toString();
+        return nameText(await volume.openLink(stored, path));
       });
     },
 
     link(existing, newPath, cb) {
-      run('link', newPath, cb, () => dir.at2(guardChange(existing, existing), guardChange(newPath, newPath), fs.linkSync));
+      run('link', newPath, cb, () => {
+        const from = guardChange(existing, existing);
+        const to = guardChange(newPath, newPath);
+        return newEntry(to, () => dir.at2(from, to, fs.linkSync));
+      });
     },
 
     mknod(path, mode, dev, caller, cb) {
@@ -387,14 +455,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
         const cipherPath = guardChange(path, path);
         // libfuse makes regular files through create(), so only special files arrive here.
         if ((mode & S_IFMT) === S_IFREG) throw Object.assign(new Error('regular files are made by create'), { code: 'EINVAL' });
-        if (sys) {
-          // dev arrives in the kernel's 32-bit encoding (new_encode_dev): 12-bit major, 20-bit minor.
-          dir.at(cipherPath, (e) => sys.mknod(e, mode, (dev & 0xfff00) >>> 8, (dev & 0xff) | ((dev >>> 12) & 0xfff00)));
-        } else {
-          if ((mode & S_IFMT) !== S_IFIFO) throw Object.assign(new Error(`only FIFOs can be made (${sysMissing})`), { code: 'EPERM' });
-          await mkfifo(dir, cipherPath, mode & 0o7777);
-        }
-        settleOrUndo(cipherPath, 'special', caller, mode);
+        await newEntry(cipherPath, () => makeSpecial(cipherPath, mode, dev, caller));
       });
     },
 

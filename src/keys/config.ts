@@ -47,7 +47,14 @@ interface VolumeConfigBase {
   readonly writeVersion: WriteVersion;
   /** Rewrite an existing 2.0 stream as 1.0 on its first change. */
   readonly convert2to1: boolean;
+  /**
+   * How names are stored (FORMAT.md §8): absent in configs written before the setting existed,
+   * which have plain names.
+   */
+  readonly names?: NameMode;
 }
+
+export type NameMode = 'plain' | 'encrypted';
 
 export interface PassphraseVolumeConfig extends VolumeConfigBase {
   readonly masterKeySource: 'passphrase';
@@ -76,6 +83,8 @@ export interface InitOptions {
   readonly cipher?: Cipher;
   readonly writeVersion?: WriteVersion;
   readonly convert2to1?: boolean;
+  /** Encrypted names (FORMAT.md §8); default plain. */
+  readonly names?: NameMode;
   /** Override the sealing scrypt cost. For tests; production uses SEAL_SCRYPT. */
   readonly scrypt?: ScryptParams;
 }
@@ -314,6 +323,7 @@ export async function initVolume(cipherDir: string, opts: InitOptions): Promise<
     cipher: opts.cipher ?? DEFAULTS.cipher,
     writeVersion: opts.writeVersion ?? DEFAULTS.writeVersion,
     convert2to1: opts.convert2to1 ?? DEFAULTS.convert2to1,
+    names: opts.names ?? 'plain',
   } as const;
 
   let config: VolumeConfig;
@@ -385,6 +395,9 @@ export function parseConfig(raw: unknown, file: string): VolumeConfig {
   if (raw.cipher !== 'aes' && raw.cipher !== 'chacha') throw bad('cipher must be "aes" or "chacha"');
   if (raw.writeVersion !== '1.0' && raw.writeVersion !== '2.0') throw bad('writeVersion must be "1.0" or "2.0"');
   if (typeof raw.convert2to1 !== 'boolean') throw bad('convert2to1 must be true or false');
+  if (raw.names !== undefined && raw.names !== 'plain' && raw.names !== 'encrypted') throw bad('names must be "plain" or "encrypted"');
+  // A legacy config's settings are not authenticated: a name setting there could be planted or stripped.
+  if (raw.names !== undefined && raw.formatVersion === LEGACY_FORMAT_VERSION) throw bad(`names needs formatVersion ${FORMAT_VERSION}`);
   const base = {
     formatVersion: raw.formatVersion,
     keyMode: 'master',
@@ -392,8 +405,10 @@ export function parseConfig(raw: unknown, file: string): VolumeConfig {
     cipher: raw.cipher,
     writeVersion: raw.writeVersion,
     convert2to1: raw.convert2to1,
+    // Only when present: an older config's bound settings (§4) must stay byte for byte what they were.
+    ...(raw.names === undefined ? {} : { names: raw.names as NameMode }),
   } as const;
-  const common = ['formatVersion', 'keyMode', 'kdf', 'cipher', 'writeVersion', 'convert2to1', 'masterKeySource'];
+  const common = ['formatVersion', 'keyMode', 'kdf', 'cipher', 'writeVersion', 'convert2to1', 'names', 'masterKeySource'];
   const onlyKeys = (allowed: string[]): void => {
     const extra = Object.keys(raw).filter((k) => !allowed.includes(k));
     // Unknown fields are rejected rather than ignored: a misspelt setting

@@ -96,6 +96,19 @@ export function journalKey(masterKey: Buffer): Buffer {
   return Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), JOURNAL_INFO, KEY_SIZE));
 }
 
+const NAMES_INFO = Buffer.from('darefs names v1', 'utf8');
+
+/**
+ * The keys of encrypted names (FORMAT.md §8): HKDF-SHA256(masterKey, salt empty, info "darefs
+ * names v1"), 64 bytes: the first 32 the MAC key, the last 32 the encryption key. The caller
+ * zeroes both.
+ */
+export function nameKeys(masterKey: Buffer): { mac: Buffer; enc: Buffer } {
+  checkMasterKey(masterKey);
+  const both = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), NAMES_INFO, 2 * KEY_SIZE));
+  return { mac: both.subarray(0, KEY_SIZE), enc: both.subarray(KEY_SIZE) };
+}
+
 /**
  * Without a master key (ncrypt mode), the key of the MAC over one file's journal record:
  * HKDF-SHA256(that file's key, salt empty, info "darefs journal entry v1"). Only who can derive the

@@ -75,3 +75,20 @@ export class ShortCipherFileError extends StoreError {
     );
   }
 }
+
+/**
+ * A plaintext name a plain-names volume cannot store: its bytes are not UTF-8 (node:fs takes
+ * names as strings). An encrypted-names volume stores any name (it seals the bytes).
+ */
+export class UnrepresentableNameError extends StoreError {
+  constructor(readonly plainName: string) {
+    super(`${JSON.stringify(plainName)}: a name that is not UTF-8 needs a volume with encrypted names (darefs init --encrypt-names)`);
+  }
+}
+
+/** A name too long to store: its sealed form would not fit (an extended attribute name). */
+export class NameTooLongError extends StoreError {
+  constructor(what: string, bytes: number, max: number) {
+    super(`${what}: ${bytes} bytes, at most ${max} can be stored sealed`);
+  }
+}

@@ -9,3 +9,5 @@ export * from './journal';
 export { SimulatedCrash, setFaultHook, type FaultAction, type FaultHook, type FaultKind, type FaultOp } from './io';
 export * from './fsck';
 export * from './symlink';
+export * from './names';
+export * from './name-text';

@@ -16,6 +16,7 @@ import {
   KeyCache,
   journalKey,
   KeyDeriver,
+  nameKeys,
   MasterKdf,
   VolumeConfig,
   WrongPasswordError,
@@ -28,6 +29,7 @@ import { StoreSettings } from './cipher-file';
 import type { JournalInspection, ReplayResult } from './journal';
 import { PasswordUncheckedError } from './errors';
 import { findSamplePackages } from './probe';
+import { EncryptedNames, NameScheme } from './names';
 import { Volume } from './volume';
 
 export type KeyMode = 'ncrypt' | 'master';
@@ -142,6 +144,8 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
   let settings: StoreSettings;
   /** Master mode: the journal's MAC key (the volume takes it over and zeroes it at close). */
   let journalMac: Buffer | undefined;
+  /** Encrypted names: their keys (the volume's scheme takes them over). */
+  let names: NameScheme | undefined;
   if (config) {
     if (opts.mode === 'ncrypt') {
       throw new ConfigError(opts.cipherDir, `${opts.cipherDir} is a darefs volume (it has ${CONFIG_DIR}/config.json): mount it without --ncrypt`);
@@ -150,6 +154,7 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     const master = await unlockMasterKey(config, opts.cipherDir, opts.secrets, { upgrade: !opts.readOnly });
     deriver = masterDeriver(master, config.kdf);
     journalMac = journalKey(master);
+    if (config.names === 'encrypted') names = new EncryptedNames(nameKeys(master));
     master.fill(0);
     mode = 'master';
     settings = {
@@ -179,6 +184,7 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
   } catch (err) {
     keys.dispose();
     journalMac?.fill(0);
+    names?.dispose();
     throw err;
   }
   const volume = new Volume({
@@ -192,6 +198,7 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     journalKey: journalMac,
     commitInterval: opts.commitInterval,
     onCheckpointError: opts.onCheckpointError,
+    names,
   });
   // After the key check (a wrong password touches nothing), before anything is served: finish
   // the package rewrites a crash interrupted. A read-only volume only looks.

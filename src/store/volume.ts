@@ -4,6 +4,7 @@ import { Checkpointer, CipherFile, DirtyBudget, FileContext, KeySource, StoreCou
 import * as io from './io';
 import { Journal, JournalAuth, JournalInspection, ReplayResult } from './journal';
 import { PackageCache } from './package-cache';
+import { NameScheme, PlainNames } from './names';
 import { openLink, sealLink } from './symlink';
 
 export interface VolumeOptions {
@@ -36,6 +37,8 @@ export interface VolumeOptions {
   pinnedBytes?: number;
   /** Told of a timed checkpoint that failed (its batches stay in the journal for the next mount). */
   onCheckpointError?: (err: unknown) => void;
+  /** How names are stored (FORMAT.md §8); default plain. The volume takes it over and disposes of it at close(). */
+  names?: NameScheme;
 }
 
 export const DEFAULT_COMMIT_INTERVAL = 5000;
@@ -70,6 +73,7 @@ export class Volume {
    * directory (store tests), confined beneath '/': still no symlink followed.
    */
   readonly dir: CipherDir;
+  readonly names: NameScheme;
   /** Why the journal is off although it was asked for (no write access to .darefs/). */
   readonly journalProblem: string | undefined;
   private readonly journalAuth: JournalAuth;
@@ -86,6 +90,7 @@ export class Volume {
   constructor(opts: VolumeOptions) {
     this.cache = new PackageCache(opts.packageCacheBytes);
     this.dir = CipherDir.open(opts.cipherDir ?? '/');
+    this.names = opts.names ?? new PlainNames();
     this.root = opts.cipherDir === undefined ? undefined : this.dir.root;
     this.journalAuth = { key: opts.journalKey, keys: opts.keys };
     let journal = this.root !== undefined && opts.journal !== false && !opts.readOnly ? new Journal(this.dir, this.journalAuth) : undefined;
@@ -261,6 +266,7 @@ export class Volume {
       this.ctx.journal?.close();
     } finally {
       this.journalAuth.key?.fill(0);
+      this.names.dispose();
       this.dir.close();
     }
     // A simulated crash (tests): the process is gone, there is nobody to tell.

@@ -16,6 +16,12 @@ const OPTIONS = defineOptions([
   { name: 'kdf', value: 'KDF', choices: ['hmac-sha256', 'hkdf-sha256'], help: 'per-file key derivation: hmac-sha256 (default) or hkdf-sha256' },
   { name: 'dare-version', value: 'V', choices: ['1', '2', '1.0', '2.0'], help: 'DARE version of new files: 1 (default, allows in-place writes) or 2' },
   { name: 'keep-v2', help: 'do not rewrite existing DARE 2.0 files as 1.0 when they are modified (1.0 cannot detect a file cut short at a package boundary; 2.0 can)' },
+  {
+    name: 'encrypt-names',
+    help:
+      'store file and directory names (and user.* extended attributes) encrypted: listing CIPHERDIR shows opaque names. ' +
+      'Contents stay sio-compatible file by file, but sio/ncrypt cannot tell which file is which without darefs ls',
+  },
   { name: 'quiet', short: 'q', help: 'no warnings on stderr' },
 ] as const);
 
@@ -27,9 +33,14 @@ export const initCommand: Command = {
     'Creates CIPHERDIR if missing (mode 0700) and writes CIPHERDIR/.darefs/config.json: the volume settings and a new ' +
     'random master key sealed under a passphrase (asked twice on a terminal), or, with --keyfile, only a check value ' +
     'for that key. Refuses a directory that already has a config. A directory of files made by sio ncrypt needs no ' +
-    'init: mount or decrypt it in ncrypt mode with the password.',
+    'init: mount or decrypt it in ncrypt mode with the password. Names are plain by default: anyone who can list ' +
+    'CIPHERDIR sees every file name, and each file still decrypts with sio/ncrypt by its own name. With ' +
+    '--encrypt-names they are sealed (FORMAT.md §8; what stays visible: the tree shape, sizes, times, name lengths ' +
+    'rounded up to 16 bytes, and which names are equal); choose it unless you need to find files in CIPHERDIR by name ' +
+    'without darefs. ncrypt directories always have plain names. The setting cannot be changed later: export and ' +
+    'import into a new volume to switch.',
   options: OPTIONS,
-  examples: ['darefs init ~/cipher', 'darefs init --passfile ~/.pw --cipher chacha ~/cipher', 'darefs init --keyfile master.key ~/cipher'],
+  examples: ['darefs init ~/cipher', 'darefs init --encrypt-names ~/vault', 'darefs init --passfile ~/.pw --cipher chacha ~/cipher', 'darefs init --keyfile master.key ~/cipher'],
   showExitCodes: true,
   async run(args) {
     const { options: o, positionals } = parseArgs(args, OPTIONS, 'init');
@@ -65,6 +76,7 @@ export const initCommand: Command = {
       kdf: o.kdf as InitOptions['kdf'],
       writeVersion: o['dare-version'] === undefined ? undefined : o['dare-version'].startsWith('1') ? '1.0' : '2.0',
       convert2to1: o['keep-v2'] ? false : undefined,
+      names: o['encrypt-names'] ? 'encrypted' : 'plain',
     };
     if (o.keyfile !== undefined) {
       const keyFile = await readKeyFile(o.keyfile);

@@ -7,7 +7,7 @@
  * The protocol itself (struct layouts) lives in ./protocol; the device and the mount in
  * ./channel; the mount lifecycle in ./mount. Nothing here does I/O but `sink.write`.
  */
-import { isUtf8 } from 'node:buffer';
+import { nameBytes, nameText } from '../../store';
 import { Errno, FuseCaller, FuseOperations, FuseStat, FuseStatfs, FuseTime, FuseTimespec } from '../native-types';
 import { NodeTable, ROOT_ID } from './nodes';
 import * as P from './protocol';
@@ -219,13 +219,13 @@ export class KernelSession {
       case 'access':
         return this.simple(h, o.access && ((cb) => o.access?.(this.nodes.path(h.nodeid), req.mask, cb)), 0);
       case 'setxattr':
-        return this.simple(h, o.setxattr && ((cb) => o.setxattr?.(this.nodes.path(h.nodeid), req.name.toString(), Buffer.from(req.value), 0, req.flags, cb)));
+        return this.simple(h, o.setxattr && ((cb) => o.setxattr?.(this.nodes.path(h.nodeid), nameText(req.name), Buffer.from(req.value), 0, req.flags, cb)));
       case 'getxattr':
         return this.getxattr(h, req.name, req.size);
       case 'listxattr':
         return this.listxattr(h, req.size);
       case 'removexattr':
-        return this.simple(h, o.removexattr && ((cb) => o.removexattr?.(this.nodes.path(h.nodeid), req.name.toString(), cb)));
+        return this.simple(h, o.removexattr && ((cb) => o.removexattr?.(this.nodes.path(h.nodeid), nameText(req.name), cb)));
       case 'fallocate':
         return this.simple(h, o.fallocate && ((cb) => o.fallocate?.(this.filePath(req.fh, h), req.fh, req.mode, req.offset, req.length, cb)), Errno.EOPNOTSUPP);
       case 'lseek':
@@ -294,11 +294,9 @@ export class KernelSession {
     });
   }
 
+  /** Names cross the path-based operations as strings, losslessly (name-text.ts). */
   private name(name: Buffer): string {
-    // Names cross the path-based operations as strings: a name that is not UTF-8 cannot be
-    // represented there (known limitation; see README).
-    if (!isUtf8(name)) throw new Reply(Errno.EINVAL);
-    return name.toString();
+    return nameText(name);
   }
 
   private filePath(fh: number, h: P.RequestHeader): string {
@@ -422,14 +420,13 @@ export class KernelSession {
   private async readlink(h: P.RequestHeader): Promise<Buffer[]> {
     const path = this.nodes.path(h.nodeid);
     const target = await this.call<string>('readlink', (cb) => this.ops.readlink?.(path, cb));
-    return P.replyOk(h.unique, Buffer.from(target));
+    return P.replyOk(h.unique, nameBytes(target));
   }
 
   private async symlink(h: P.RequestHeader, rawName: Buffer, target: Buffer): Promise<Buffer[]> {
     const name = this.name(rawName);
-    if (!isUtf8(target)) throw new Reply(Errno.EINVAL);
     const path = this.nodes.childPath(h.nodeid, name);
-    await this.call<void>('symlink', (cb) => this.ops.symlink?.(target.toString(), path, this.caller(h), cb));
+    await this.call<void>('symlink', (cb) => this.ops.symlink?.(nameText(target), path, this.caller(h), cb));
     return this.entryReply(h, h.nodeid, name);
   }
 
@@ -597,7 +594,7 @@ export class KernelSession {
     const out = new P.DirentWriter(size, this.minor);
     for (let i = offset; i < names.length; i++) {
       const name = names[i];
-      const raw = Buffer.from(name);
+      const raw = nameBytes(name);
       if (!plus || name === '.' || name === '..') {
         const type = name === '.' || name === '..' ? P.DT_DIR : P.DT_UNKNOWN;
         const ok = plus ? out.addPlus(null, i + 1, type, raw, UNKNOWN_INO) : out.add(UNKNOWN_INO, i + 1, type, raw);
@@ -626,7 +623,7 @@ export class KernelSession {
 
   private async getxattr(h: P.RequestHeader, rawName: Buffer, size: number): Promise<Buffer[]> {
     const path = this.nodes.path(h.nodeid);
-    const value = await this.call<Buffer | null>('getxattr', (cb) => this.ops.getxattr?.(path, rawName.toString(), 0, cb));
+    const value = await this.call<Buffer | null>('getxattr', (cb) => this.ops.getxattr?.(path, nameText(rawName), 0, cb));
     if (!value) throw new Reply(Errno.ENODATA);
     if (size === 0) return P.replyOk(h.unique, P.encodeXattrSize(value.length));
     if (value.length > size) throw new Reply(Errno.ERANGE);
@@ -636,7 +633,7 @@ export class KernelSession {
   private async listxattr(h: P.RequestHeader, size: number): Promise<Buffer[]> {
     const path = this.nodes.path(h.nodeid);
     const names = await this.call<string[]>('listxattr', (cb) => this.ops.listxattr?.(path, cb));
-    const list = Buffer.concat(names.map((n) => Buffer.from(n + '\0')));
+    const list = Buffer.concat(names.map((n) => nameBytes(n + '\0')));
     if (size === 0) return P.replyOk(h.unique, P.encodeXattrSize(list.length));
     if (list.length > size) throw new Reply(Errno.ERANGE);
     return P.replyOk(h.unique, list);
