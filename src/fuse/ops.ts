@@ -126,22 +126,9 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     }
   }
 
-  /**
-   * Makes a new entry at `cipherPath` with `make`: a long name's `.name` file first (durable before
-   * the entry, FORMAT.md §8), and gone again if the entry was not made.
-   */
-  async function newEntry<T>(cipherPath: string, make: () => T | Promise<T>): Promise<T> {
-    names.beforeEntry(dir, cipherPath);
-    try {
-      return await make();
-    } catch (err) {
-      try {
-        names.afterRemoval(dir, cipherPath);
-      } catch {
-        // the error that stopped the entry is the one to report
-      }
-      throw err;
-    }
+  /** A new entry at `cipherPath`, with what its name needs (a long name's `.name` file, FORMAT.md §8). */
+  function newEntry<T>(cipherPath: string, make: () => T | Promise<T>): Promise<T> {
+    return names.makeEntry(dir, cipherPath, make);
   }
 
   /** mknod of a FIFO, socket or device node (regular files come through create). */
@@ -186,12 +173,12 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       if (flags && sys) dir.at2(from, to, (a, b) => sys.renameat2(a, b, flags));
       else dir.at2(from, to, fs.renameSync);
     };
-    if (flags & RENAME_EXCHANGE) move();
-    else await newEntry(to, move);
-    if (flags & RENAME_EXCHANGE) volume.exchanged(from, to, (p) => paths.plain(p));
-    else {
+    if (flags & RENAME_EXCHANGE) {
+      move();
+      volume.exchanged(from, to, (p) => paths.plain(p));
+    } else {
+      await names.moveEntry(dir, from, to, move);
       volume.renamed(from, to, (p) => paths.plain(p));
-      names.afterRemoval(dir, from);
     }
   }
 
@@ -366,9 +353,10 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('unlink', path, cb, () => {
         const cipherPath = guardChange(path, path);
         const lastName = volume.beforeUnlink(cipherPath);
-        dir.at(cipherPath, fs.unlinkSync);
-        volume.unlinked(cipherPath, lastName);
-        names.afterRemoval(dir, cipherPath);
+        names.removeEntry(dir, cipherPath, () => {
+          dir.at(cipherPath, fs.unlinkSync);
+          volume.unlinked(cipherPath, lastName);
+        });
       });
     },
 
@@ -417,8 +405,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     rmdir(path, cb) {
       run('rmdir', path, cb, () => {
         const cipherPath = guardChange(path, path);
-        dir.at(cipherPath, fs.rmdirSync);
-        names.afterRemoval(dir, cipherPath);
+        names.removeEntry(dir, cipherPath, () => dir.at(cipherPath, fs.rmdirSync));
       });
     },
 

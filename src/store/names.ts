@@ -60,6 +60,12 @@ export interface NameScheme {
   beforeEntry(dir: CipherDir, cipherPath: string): void;
   /** After the entry at `cipherPath` may have gone (unlink, rmdir, rename from it): its `.name` goes if it did. */
   afterRemoval(dir: CipherDir, cipherPath: string): void;
+  /** Makes a new entry at `cipherPath` with `make`, between beforeEntry and (if it fails) afterRemoval. */
+  makeEntry<T>(dir: CipherDir, cipherPath: string, make: () => T | Promise<T>): Promise<T>;
+  /** Removes the entry at `cipherPath` with `remove` (unlink, rmdir), then what belongs to its name. */
+  removeEntry(dir: CipherDir, cipherPath: string, remove: () => void): void;
+  /** Renames `from` to `to` with `move` (replacing whatever `to` was). */
+  moveEntry(dir: CipherDir, from: string, to: string, move: () => void): Promise<void>;
   /** Zeroes any key held. */
   dispose(): void;
 }
@@ -68,8 +74,40 @@ function isOwnEntry(isRoot: boolean, entry: string): boolean {
   return (isRoot && entry === CONFIG_DIR) || entry.startsWith(TEMP_PREFIX);
 }
 
+/**
+ * The order that keeps a long name and its `.name` file consistent through a crash at any point
+ * (FORMAT.md §8): the `.name` file is durable before the entry exists, and goes only after the
+ * entry is gone. A crash leaves at worst an orphan `.name` file, which fsck lists and removes.
+ */
+abstract class EntryOrder implements Pick<NameScheme, 'makeEntry' | 'removeEntry' | 'moveEntry'> {
+  abstract beforeEntry(dir: CipherDir, cipherPath: string): void;
+  abstract afterRemoval(dir: CipherDir, cipherPath: string): void;
+
+  async makeEntry<T>(dir: CipherDir, cipherPath: string, make: () => T | Promise<T>): Promise<T> {
+    this.beforeEntry(dir, cipherPath);
+    try {
+      return await make();
+    } catch (err) {
+      io.quietly(() => this.afterRemoval(dir, cipherPath));
+      throw err;
+    }
+  }
+
+  // Once the entry is gone or moved, the change has happened: a `.name` file left behind (it
+  // could not be removed) is an orphan, harmless, and fsck's to report, not this call's to fail.
+  removeEntry(dir: CipherDir, cipherPath: string, remove: () => void): void {
+    remove();
+    io.quietly(() => this.afterRemoval(dir, cipherPath));
+  }
+
+  async moveEntry(dir: CipherDir, from: string, to: string, move: () => void): Promise<void> {
+    await this.makeEntry(dir, to, move);
+    io.quietly(() => this.afterRemoval(dir, from));
+  }
+}
+
 /** Names as they are: the cipher directory shows them (the default, and ncrypt mode). */
-export class PlainNames implements NameScheme {
+export class PlainNames extends EntryOrder implements NameScheme {
   readonly encrypted = false;
 
   toCipher(plainRel: string): string {
@@ -105,7 +143,7 @@ const NAME_CACHE_ENTRIES = 16384;
  * are cached, so `ls -lR` decrypts each name once and looks it up without a second HMAC); a
  * listing opens every name and leaves out, and reports, those that do not authenticate.
  */
-export class EncryptedNames implements NameScheme {
+export class EncryptedNames extends EntryOrder implements NameScheme {
   readonly encrypted = true;
   /** plaintext name -> its entry name. */
   private readonly toEntry = new LRUCache<string, string>({ max: NAME_CACHE_ENTRIES });
@@ -114,7 +152,9 @@ export class EncryptedNames implements NameScheme {
   /** long entry name -> the full cipher name its `.name` file holds. */
   private readonly longNames = new LRUCache<string, string>({ max: 1024 });
 
-  constructor(private readonly keys: NameKeys) {}
+  constructor(private readonly keys: NameKeys) {
+    super();
+  }
 
   dispose(): void {
     this.keys.mac.fill(0);
