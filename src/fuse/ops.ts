@@ -405,7 +405,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     rmdir(path, cb) {
       run('rmdir', path, cb, () => {
         const cipherPath = guardChange(path, path);
-        names.removeEntry(dir, cipherPath, () => dir.at(cipherPath, fs.rmdirSync));
+        names.removeDirectory(dir, cipherPath);
       });
     },
 

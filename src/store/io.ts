@@ -10,7 +10,7 @@ import { loadSysCalls } from '../sys';
  * Without a hook each function is the node:fs call behind one null check.
  */
 
-export type FaultKind = 'write' | 'writev' | 'ftruncate' | 'fsync' | 'fdatasync' | 'rename' | 'link' | 'unlink' | 'create' | 'mkdir' | 'fallocate';
+export type FaultKind = 'write' | 'writev' | 'ftruncate' | 'fsync' | 'fdatasync' | 'rename' | 'link' | 'unlink' | 'create' | 'mkdir' | 'rmdir' | 'fallocate';
 
 export interface FaultOp {
   kind: FaultKind;
@@ -153,6 +153,11 @@ export function createSync(file: string, flags: number, mode: number, open: (fil
 export function mkdirSync(dir: string, mode: number): void {
   if (hook !== null && decide({ kind: 'mkdir', path: dir }) === 'half') tear({ kind: 'mkdir', path: dir });
   fs.mkdirSync(dir, { mode });
+}
+
+export function rmdirSync(dir: string): void {
+  if (hook !== null && decide({ kind: 'rmdir', path: dir }) === 'half') tear({ kind: 'rmdir', path: dir });
+  fs.rmdirSync(dir);
 }
 
 /** Cleanup after a failure: its own error must not hide the one being reported. */

@@ -64,6 +64,11 @@ export interface NameScheme {
   makeEntry<T>(dir: CipherDir, cipherPath: string, make: () => T | Promise<T>): Promise<T>;
   /** Removes the entry at `cipherPath` with `remove` (unlink, rmdir), then what belongs to its name. */
   removeEntry(dir: CipherDir, cipherPath: string, remove: () => void): void;
+  /**
+   * Removes the directory at `cipherPath` (rmdir, through CipherDir). Orphan `.name` files (what a
+   * crash can leave) do not make a directory the plaintext view shows empty ENOTEMPTY.
+   */
+  removeDirectory(dir: CipherDir, cipherPath: string): void;
   /** Renames `from` to `to` with `move` (replacing whatever `to` was). */
   moveEntry(dir: CipherDir, from: string, to: string, move: () => void): Promise<void>;
   /** Zeroes any key held. */
@@ -79,7 +84,7 @@ function isOwnEntry(isRoot: boolean, entry: string): boolean {
  * (FORMAT.md §8): the `.name` file is durable before the entry exists, and goes only after the
  * entry is gone. A crash leaves at worst an orphan `.name` file, which fsck lists and removes.
  */
-abstract class EntryOrder implements Pick<NameScheme, 'makeEntry' | 'removeEntry' | 'moveEntry'> {
+abstract class EntryOrder implements Pick<NameScheme, 'makeEntry' | 'removeEntry' | 'moveEntry' | 'removeDirectory'> {
   abstract beforeEntry(dir: CipherDir, cipherPath: string): void;
   abstract afterRemoval(dir: CipherDir, cipherPath: string): void;
 
@@ -103,6 +108,22 @@ abstract class EntryOrder implements Pick<NameScheme, 'makeEntry' | 'removeEntry
   async moveEntry(dir: CipherDir, from: string, to: string, move: () => void): Promise<void> {
     await this.makeEntry(dir, to, move);
     io.quietly(() => this.afterRemoval(dir, from));
+  }
+
+  removeDirectory(dir: CipherDir, cipherPath: string): void {
+    const rmdir = (): void => dir.at(cipherPath, io.rmdirSync);
+    try {
+      rmdir();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOTEMPTY' || !this.dropOrphans(dir, cipherPath)) throw err;
+      rmdir();
+    }
+    io.quietly(() => this.afterRemoval(dir, cipherPath));
+  }
+
+  /** Removes the directory's orphan `.name` files if they are all it holds; whether it did. */
+  protected dropOrphans(_dir: CipherDir, _cipherPath: string): boolean {
+    return false;
   }
 }
 
@@ -253,6 +274,14 @@ export class EncryptedNames extends EntryOrder implements NameScheme {
     writeNameFile(dir, parent, entry + LONG_NAME_SUFFIX, full);
   }
 
+  protected override dropOrphans(dir: CipherDir, cipherPath: string): boolean {
+    const entries = dir.readdir(cipherPath);
+    const orphan = (e: string): boolean => isLongNameFile(e) && !entries.includes(e.slice(0, -LONG_NAME_SUFFIX.length));
+    if (entries.length === 0 || !entries.every(orphan)) return false;
+    for (const e of entries) dir.at(nodePath.join(cipherPath, e), io.removeSync);
+    return true;
+  }
+
   afterRemoval(dir: CipherDir, cipherPath: string): void {
     const entry = nodePath.basename(cipherPath);
     if (!isLongEntry(entry)) return;
@@ -309,7 +338,8 @@ export function writeNameFile(dir: CipherDir, parent: string, file: string, full
     if (!(err instanceof NameError) && !isRefusal(err)) throw err;
   }
   const tmp = nodePath.join(parent, `${TEMP_PREFIX}${crypto.randomBytes(8).toString('hex')}`);
-  const flags = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL;
+  // O_RDWR, not O_WRONLY: the tests' power-cut model reads what a sync makes durable.
+  const flags = fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL;
   const fd = io.createSync(tmp, flags, 0o644, (f, fl, m) => dir.openFile(f, fl, m));
   try {
     const data = Buffer.from(full, 'latin1');
