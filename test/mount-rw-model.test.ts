@@ -16,7 +16,7 @@ import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { prng } from './helpers/darefs';
 import { MountContext, assertNoFuseMountsLeft, cleanupLeftovers } from './helpers/mount';
-import { decryptCipherFile, isFuseHidden, listTree, outcome, randomBytesFrom, readFully, stopCleanly, volumeKeys, withMasterMount } from './helpers/rw';
+import { cipherTree, decryptCipherFile, isFuseHidden, listTree, outcome, randomBytesFrom, readFully, stopCleanly, volumeKeys, withMasterMount } from './helpers/rw';
 
 const P = 65536;
 const STEPS = Number(process.env.DAREFS_RW_STEPS ?? 2000);
@@ -466,7 +466,7 @@ class Runner {
   async checkCipherDir(): Promise<void> {
     const keyFor = await volumeKeys(this.m.cipherDir);
     const model = await listTree(this.model);
-    const cipher = await listTree(this.m.cipherDir, (name, dir) => dir === '' && name === '.darefs');
+    const { tree: cipher, cipherPath } = await cipherTree(this.m.cipherDir);
     const mk = [...model.keys()].join(' ');
     const ck = [...cipher.keys()].join(' ');
     if (mk !== ck) this.fail(`cipher directory tree differs from the model:\n model:  ${mk}\n cipher: ${ck}`);
@@ -476,7 +476,7 @@ class Runner {
       if (e.type !== 'file') continue;
       let plain: Buffer;
       try {
-        plain = await decryptCipherFile(keyFor, path.join(this.m.cipherDir, rel));
+        plain = await decryptCipherFile(keyFor, cipherPath(rel));
       } catch (err) {
         this.fail(`cipher file ${rel} does not decrypt: ${err instanceof Error ? err.message : String(err)}`);
       }

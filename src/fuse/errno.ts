@@ -1,7 +1,7 @@
 import * as os from 'node:os';
 import { DareError, LinkTargetTooLongError, SealedLinkError } from '../dare';
 import { KeyError } from '../keys';
-import { ClosedFileError, NotRegularFileError, ReadOnlyError, ShortCipherFileError, UnsafePathError } from '../store';
+import { ClosedFileError, NotRegularFileError, ReadOnlyError, ShortCipherFileError, UnrepresentableNameError, UnsafePathError, FileNameTooLongError } from '../store';
 import { Errno } from './native-types';
 
 /**
@@ -20,6 +20,9 @@ export function toErrno(err: unknown): number {
   if (err instanceof KeyError) return Errno.EIO;
   // Less than a prefix: no content to give, nothing to guess.
   if (err instanceof ShortCipherFileError) return Errno.EIO;
+  // A name a plain-names volume cannot store (not UTF-8): the name is invalid there.
+  if (err instanceof UnrepresentableNameError) return Errno.EINVAL;
+  if (err instanceof FileNameTooLongError) return Errno.ENAMETOOLONG;
   const code = typeof err === 'object' && err !== null ? (err as NodeJS.ErrnoException).code : undefined;
   if (code !== undefined) {
     const n = (os.constants.errno as Record<string, number>)[code];
@@ -34,6 +37,6 @@ export function toErrno(err: unknown): number {
 /** Whether an error is worth a log line (not the ordinary ENOENT/EEXIST of a working system). */
 export function isProblem(err: unknown): boolean {
   if (err instanceof UnsafePathError || err instanceof NotRegularFileError || err instanceof SealedLinkError || err instanceof ShortCipherFileError) return true;
-  if (err instanceof LinkTargetTooLongError) return false;
+  if (err instanceof LinkTargetTooLongError || err instanceof FileNameTooLongError) return false;
   return err instanceof DareError || err instanceof KeyError || !(typeof err === 'object' && err !== null && 'code' in err);
 }

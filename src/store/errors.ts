@@ -92,3 +92,10 @@ export class NameTooLongError extends StoreError {
     super(`${what}: ${bytes} bytes, at most ${max} can be stored sealed`);
   }
 }
+
+/** A file name longer than NAME_MAX (255 bytes): no file system takes it, sealed or not. */
+export class FileNameTooLongError extends StoreError {
+  constructor(bytes: number) {
+    super(`a name of ${bytes} bytes: at most 255 bytes`);
+  }
+}

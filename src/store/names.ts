@@ -13,11 +13,12 @@ import {
   isLongEntry,
   isLongNameFile,
   longEntryName,
+  NAME_MAX,
 } from '../dare';
 import { CONFIG_DIR } from '../keys';
 import { CipherDir } from './cipher-dir';
 import { TEMP_PREFIX } from './cipher-file';
-import { UnrepresentableNameError } from './errors';
+import { FileNameTooLongError, UnrepresentableNameError } from './errors';
 import * as io from './io';
 import { isPlainText, nameBytes, nameText } from './name-text';
 
@@ -187,7 +188,10 @@ export class EncryptedNames extends EntryOrder implements NameScheme {
 
   /** The full cipher name of one plaintext name (not shortened). */
   cipherName(name: string): string {
-    return encryptName(this.keys, nameBytes(name));
+    const bytes = nameBytes(name);
+    // The kernel leaves NAME_MAX to the file system: a longer name would fit as a long name.
+    if (bytes.length > NAME_MAX) throw new FileNameTooLongError(bytes.length);
+    return encryptName(this.keys, bytes);
   }
 
   /** The entry name of one plaintext name. */

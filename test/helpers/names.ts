@@ -52,7 +52,7 @@ export function refEntryName(cipherName: string): string {
 
 /**
  * The plaintext tree of an encrypted-names cipher directory: plaintext relative path (names as
- * latin1 strings of their bytes, so any byte survives) -> cipher relative path. Skips .darefs at
+ * UTF-8 strings) -> cipher relative path. Skips .darefs at
  * the root and .name files; throws on an entry that does not open.
  */
 export function refPlainTree(cipherDir: string, keys: RefNameKeys): Map<string, string> {
@@ -66,7 +66,7 @@ export function refPlainTree(cipherDir: string, keys: RefNameKeys): Map<string, 
       const name = refDecryptName(keys, full);
       if (name === undefined) throw new Error(`cipher entry ${path.join(cipherRel, entry)} does not open`);
       if (refEntryName(full) !== entry) throw new Error(`cipher entry ${path.join(cipherRel, entry)} is not the entry of its name`);
-      const p = plainRel ? `${plainRel}/${name.toString('latin1')}` : name.toString('latin1');
+      const p = plainRel ? `${plainRel}/${name.toString()}` : name.toString();
       const c = cipherRel ? `${cipherRel}/${entry}` : entry;
       out.set(p, c);
       if (fs.lstatSync(path.join(cipherDir, c)).isDirectory()) walk(p, c);

@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { MAX_PACKAGE, PREFIX_SIZE, decryptStream, plaintextSizeOrUndefined } from '../../src/dare';
 import { CONFIG_DIR, journalKey, masterFileKey, readConfig, unlockMasterKey } from '../../src/keys';
+import { RefNameKeys, refEncryptName, refEntryName, refNameKeys, refPlainTree } from './names';
 import { CipherDir, Journal } from '../../src/store';
 import { CLI, passfile, writePassfile } from './darefs';
 import { DaemonSpec, MountContext, MountDirs, MountHarnessOptions, withMount } from './mount';
@@ -123,7 +124,52 @@ export async function outcome(p: Promise<unknown>): Promise<string> {
 /** `darefs init` of a master-mode volume (passphrase from the test's passfile). */
 export async function initMasterVolume(dirs: MountDirs, cipherDir = dirs.cipherDir, extra: string[] = []): Promise<void> {
   await writePassfile(dirs, PASSPHRASE);
-  await runOk(process.execPath, [CLI, 'init', '-q', '--passfile', passfile(dirs), ...extra, cipherDir], { timeoutMs: 30_000 });
+  await runOk(process.execPath, [CLI, 'init', '-q', '--passfile', passfile(dirs), ...TEST_NAMES_OPTIONS, ...extra, cipherDir], { timeoutMs: 30_000 });
+}
+
+/**
+ * DAREFS_TEST_NAMES=encrypted (`npm run test:encrypted-names`) runs the tests that use these
+ * helpers on volumes with encrypted names: the helpers below then find cipher entries by the
+ * tests' own §8 code (test/helpers/names.ts).
+ */
+const TEST_NAMES_OPTIONS = process.env.DAREFS_TEST_NAMES === 'encrypted' ? ['--encrypt-names'] : [];
+
+const nameKeysOf = new Map<string, Promise<RefNameKeys | undefined>>();
+
+/** The name keys of an encrypted-names volume (tests' passphrase), undefined for plain names. */
+function volumeNameKeys(cipherDir: string, passphrase = PASSPHRASE): Promise<RefNameKeys | undefined> {
+  let p = nameKeysOf.get(cipherDir);
+  if (!p) {
+    p = (async () => {
+      const config = await readConfig(cipherDir);
+      if (TEST_NAMES_OPTIONS.length > 0 && config !== null && config.names !== 'encrypted') throw new Error(`${cipherDir}: DAREFS_TEST_NAMES=encrypted but the volume has plain names`);
+      if (config?.names !== 'encrypted') return undefined;
+      const master = await unlockMasterKey(config, cipherDir, { passphrase: Buffer.from(passphrase) });
+      return refNameKeys(master);
+    })();
+    nameKeysOf.set(cipherDir, p);
+  }
+  return p;
+}
+
+/** The absolute cipher path of plaintext path `rel` ('a/b'), on either kind of volume. */
+export async function cipherPathOf(cipherDir: string, rel: string): Promise<string> {
+  const keys = await volumeNameKeys(cipherDir);
+  if (!keys) return path.join(cipherDir, rel);
+  return path.join(cipherDir, ...rel.split('/').map((n) => refEntryName(refEncryptName(keys, Buffer.from(n)))));
+}
+
+/**
+ * The cipher directory's tree keyed by plaintext path (listTree without .darefs; on an
+ * encrypted-names volume names opened with the tests' §8 code), and the cipher path of each.
+ */
+export async function cipherTree(cipherDir: string): Promise<{ tree: Tree; cipherPath: (rel: string) => string }> {
+  const cipher = await listTree(cipherDir, (name, dir) => dir === '' && name === CONFIG_DIR);
+  const keys = await volumeNameKeys(cipherDir);
+  if (!keys) return { tree: cipher, cipherPath: (rel) => path.join(cipherDir, rel) };
+  const byPlain = refPlainTree(cipherDir, keys);
+  const tree: Tree = new Map([...byPlain].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([plain, c]) => [plain, cipher.get(c)!]));
+  return { tree, cipherPath: (rel) => path.join(cipherDir, byPlain.get(rel) ?? rel) };
 }
 
 /**
@@ -334,13 +380,13 @@ export async function contentHashes(root: string, skip: (name: string, relDir: s
  */
 export async function checkCipherFiles(t: ExecutionContext, cipherDir: string, expected: Map<string, string>): Promise<void> {
   const keyFor = await volumeKeys(cipherDir);
-  const tree = await listTree(cipherDir, (name, dir) => dir === '' && name === CONFIG_DIR);
+  const { tree, cipherPath } = await cipherTree(cipherDir);
   const files = [...tree].filter(([, e]) => e.type === 'file').map(([rel]) => rel).sort();
   t.deepEqual(files, [...expected.keys()].sort(), 'cipher files are exactly the plaintext files');
   for (const rel of files) {
     let digest: string;
     try {
-      digest = sha256(await decryptCipherFile(keyFor, path.join(cipherDir, rel)));
+      digest = sha256(await decryptCipherFile(keyFor, cipherPath(rel)));
     } catch (err) {
       t.fail(`cipher file ${rel}: ${err instanceof Error ? err.message : String(err)}`);
       continue;
