@@ -3,6 +3,7 @@
 #
 # Usage: scripts/pjdfstest.sh [--transport kernel|fuse-native|gocryptfs] [--out FILE]
 #                             [--timeout SECONDS] [--total-timeout SECONDS] [--mount-arg ARG]...
+#                             [--init-arg ARG]...
 #                             [TEST...]
 #   --transport  how darefs serves the mount (default kernel); 'gocryptfs' runs the suite on a
 #                gocryptfs mount instead, as the reference on this machine
@@ -12,6 +13,7 @@
 #   --timeout    seconds one .t file may take before it is killed (default 300)
 #   --total-timeout  seconds the whole run may take (default 3600; a whole run takes ~4 minutes)
 #   --mount-arg  one more argument for 'darefs mount' (e.g. --writeback-cache); repeatable
+#   --init-arg   one more argument for 'darefs init' (e.g. --encrypt-names); repeatable
 #   TEST         .t files or directories relative to pjdfstest's tests/ (e.g. rename/00.t, link);
 #                default: all of them
 # Env: PJD_CACHE (default /var/cache/darefs-pjdfstest): where pjdfstest is built, once;
@@ -33,6 +35,7 @@ out=
 per_file_timeout=300
 total_timeout=3600
 mount_args=()
+init_args=()
 tests=()
 while (($#)); do
   case $1 in
@@ -46,6 +49,8 @@ while (($#)); do
     --total-timeout=*) total_timeout=${1#*=}; shift ;;
     --mount-arg) mount_args+=("${2:?--mount-arg needs a value}"); shift 2 ;;
     --mount-arg=*) mount_args+=("${1#*=}"); shift ;;
+    --init-arg) init_args+=("${2:?--init-arg needs a value}"); shift 2 ;;
+    --init-arg=*) init_args+=("${1#*=}"); shift ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     -*) echo "pjdfstest.sh: unknown option $1" >&2; exit 2 ;;
     *) tests+=("$1"); shift ;;
@@ -55,7 +60,7 @@ case $transport in
   kernel | fuse-native | gocryptfs) ;;
   *) echo "pjdfstest.sh: --transport must be kernel, fuse-native or gocryptfs, not '$transport'" >&2; exit 2 ;;
 esac
-if [[ $transport == gocryptfs ]] && ((${#mount_args[@]})); then echo "pjdfstest.sh: --mount-arg is for darefs, not gocryptfs" >&2; exit 2; fi
+if [[ $transport == gocryptfs ]] && ((${#mount_args[@]} + ${#init_args[@]})); then echo "pjdfstest.sh: --mount-arg and --init-arg are for darefs, not gocryptfs" >&2; exit 2; fi
 [[ $per_file_timeout =~ ^[1-9][0-9]*$ ]] || { echo "pjdfstest.sh: --timeout must be a whole number of seconds" >&2; exit 2; }
 [[ $total_timeout =~ ^[1-9][0-9]*$ ]] || { echo "pjdfstest.sh: --total-timeout must be a whole number of seconds" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "pjdfstest.sh: run as root (pjdfstest changes owners and uids)" >&2; exit 2; }
@@ -167,7 +172,7 @@ if [[ $transport == gocryptfs ]]; then
   gocryptfs -fg -q -allow_other -passfile "$work/pass" "$lower/cipher" "$mnt" > "$log" 2>&1 &
   daemon_pid=$!
 else
-  node "$repo/dist/src/cli/main.js" init -q --passfile "$work/pass" "$lower/cipher"
+  node "$repo/dist/src/cli/main.js" init -q "${init_args[@]}" --passfile "$work/pass" "$lower/cipher"
   node "$repo/dist/src/cli/main.js" mount -f --allow-other --transport "$transport" "${mount_args[@]}" \
     --passfile "$work/pass" "$lower/cipher" "$mnt" > "$log" 2>&1 &
   daemon_pid=$!
