@@ -267,7 +267,26 @@ const FLIPS: Array<[string, (c: RawConfig) => RawConfig]> = [
   ['cipher', (c) => ({ ...c, cipher: c.cipher === 'aes' ? 'chacha' : 'aes' })],
   ['writeVersion', (c) => ({ ...c, writeVersion: c.writeVersion === '1.0' ? '2.0' : '1.0' })],
   ['convert2to1', (c) => ({ ...c, convert2to1: !(c.convert2to1 as boolean) })],
+  ['names', (c) => ({ ...c, names: c.names === 'plain' ? 'encrypted' : 'plain' })],
+  // Stripping the setting (what an older darefs wrote) would show an encrypted volume's names as
+  // cipher names and store new ones in the clear: a changed setting too.
+  ['names removed', (c) => Object.fromEntries(Object.entries(c).filter(([k]) => k !== 'names'))],
 ];
+
+test('the names setting: stored by init, absent in older configs (plain), anything else refused, never in a legacy config', async (t) => {
+  const dir = await tmpDir();
+  await initVolume(dir, { passphrase: PASS, scrypt: FAST, names: 'encrypted' });
+  t.is((await readConfig(dir))!.names, 'encrypted');
+  const raw = await readRaw(dir);
+  t.is(raw.names, 'encrypted');
+  const plainDir = await tmpDir();
+  await initVolume(plainDir, { passphrase: PASS, scrypt: FAST });
+  t.is((await readConfig(plainDir))!.names, 'plain');
+  await writeRaw(dir, JSON.stringify({ ...raw, names: 'scrambled' }));
+  await t.throwsAsync(readConfig(dir), { instanceOf: ConfigError, message: /names must be "plain" or "encrypted"/ });
+  await writeRaw(dir, JSON.stringify({ ...raw, formatVersion: 1 }));
+  await t.throwsAsync(readConfig(dir), { instanceOf: ConfigError, message: /names needs formatVersion 2/ });
+});
 
 async function readRaw(dir: string): Promise<RawConfig> {
   return JSON.parse(await fs.readFile(configPath(dir), 'utf8')) as RawConfig;
@@ -354,6 +373,8 @@ test('passwd keeps the settings bound, and upgrades a legacy config', async (t) 
   t.deepEqual(await unlockMasterKey((await readConfig(dir)) as VolumeConfig, dir, { passphrase: next }), master);
   const good = await readRaw(dir);
   for (const [name, flip] of FLIPS) {
+    // An upgraded legacy config has no names field to remove.
+    if (JSON.stringify(flip(good)) === JSON.stringify(good)) continue;
     await writeRaw(dir, JSON.stringify(flip(good)));
     await t.throwsAsync(unlockMasterKey((await readConfig(dir)) as VolumeConfig, dir, { passphrase: next }), { instanceOf: WrongPasswordError }, name);
   }
