@@ -13,6 +13,7 @@ import { fsckCommand } from './commands/fsck';
 import { findCommand, formatCommandHelp, formatGlobalHelp, makeHelpCommand } from './commands/help';
 import { importCommand } from './commands/import';
 import { initCommand } from './commands/init';
+import { lsCommand } from './commands/ls';
 import { mountCommand } from './commands/mount';
 import { passwdCommand } from './commands/passwd';
 import { statusCommand } from './commands/status';
@@ -37,6 +38,7 @@ export const COMMANDS: readonly Command[] = [
   importCommand,
   exportCommand,
   fsckCommand,
+  lsCommand,
   makeHelpCommand(() => COMMANDS),
 ];
 

@@ -20,8 +20,9 @@ import {
   plaintextSizeOrUndefined,
   SealedLinkError,
 } from '../dare';
-import { TEMP_PREFIX } from './cipher-file';
 import { CipherDir } from './cipher-dir';
+import { FsckNames, WalkedFile, listFiles, listNamedFiles } from './fsck-walk';
+import { NameScheme } from './names';
 import { openLink } from './symlink';
 
 /**
@@ -52,6 +53,8 @@ export interface FsckPackageProblem {
 export interface FsckFile {
   /** Path relative to the cipher directory. */
   path: string;
+  /** Encrypted names: the plaintext path, when every name on the way authenticates. */
+  plainPath?: string;
   /** Set for a symlink (its size and package fields stay 0 / unset). */
   type?: 'symlink';
   status: FsckStatus;
@@ -78,8 +81,13 @@ export interface FsckOptions {
   jobs?: number;
   /** Names skipped at the root (default: .darefs). */
   skipAtRoot?: ReadonlySet<string>;
-  /** Remove leftover temporary files and make short files (no content) empty (fsck --repair). */
+  /**
+   * Remove leftover temporary files and orphan `.name` files, and make short files (no content)
+   * empty (fsck --repair).
+   */
   removeTemp?: boolean;
+  /** The volume's names (FORMAT.md §8); encrypted ones are opened, checked and reported. Default plain. */
+  names?: NameScheme;
   /** Called with the bytes of each file as they are checked (progress). */
   onBytes?: (n: number) => void;
   /** Called before checking starts with the number of files and bytes to check. */
@@ -89,6 +97,8 @@ export interface FsckOptions {
 export interface FsckResult {
   files: FsckFile[];
   counts: FsckCounts;
+  /** Encrypted names only: what the walk found wrong with names. */
+  names?: FsckNames;
 }
 
 export interface FsckCounts {
@@ -108,13 +118,6 @@ export interface FsckCounts {
 /** Packages read per read call while verifying a file (1 MiB). */
 const BATCH = 16;
 
-interface Entry {
-  rel: string;
-  size: number;
-  temp: boolean;
-  symlink: boolean;
-}
-
 /**
  * Checks every regular file and symlink under `root`, several at once. The cipher directory is
  * not trusted (FORMAT.md §6): it is walked and read through CipherDir, so no symlink is ever
@@ -123,7 +126,9 @@ interface Entry {
 export async function checkTree(opts: FsckOptions): Promise<FsckResult> {
   const dir = CipherDir.open(opts.root);
   try {
-    const entries = listFiles(dir, opts.skipAtRoot ?? new Set(['.darefs']));
+    const skip = opts.skipAtRoot ?? new Set(['.darefs']);
+    const named = opts.names?.encrypted ? listNamedFiles(dir, opts.names, skip, opts.removeTemp === true) : undefined;
+    const entries = named?.files ?? listFiles(dir, skip);
     const counted = entries.filter((e) => !e.temp && !e.symlink);
     opts.onTotal?.(counted.length, counted.reduce((n, e) => n + e.size, 0));
     const files: FsckFile[] = new Array(entries.length);
@@ -138,10 +143,13 @@ export async function checkTree(opts: FsckOptions): Promise<FsckResult> {
           files[i] = await checkFile(() => dir.openHandle(e.rel, fs.constants.O_RDONLY), e.rel, opts.key, opts.onBytes);
           if (files[i].status === 'short' && opts.removeTemp) makeEmpty(dir, files[i]);
         }
+        if (e.plain !== undefined) files[i].plainPath = e.plain;
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.jobs ?? 4, entries.length)) }, worker));
-    return { files, counts: countFiles(files) };
+    const result: FsckResult = { files, counts: countFiles(files) };
+    if (named) result.names = named.names;
+    return result;
   } finally {
     dir.close();
   }
@@ -208,7 +216,7 @@ function makeEmpty(dir: CipherDir, f: FsckFile): void {
   }
 }
 
-function handleTemp(dir: CipherDir, opts: FsckOptions, e: Entry): FsckFile {
+function handleTemp(dir: CipherDir, opts: FsckOptions, e: WalkedFile): FsckFile {
   const f: FsckFile = { path: e.rel, status: 'temp', cipherSize: e.size, problems: [], message: 'leftover temporary file of an interrupted create or rewrite' };
   if (e.symlink) f.type = 'symlink';
   if (opts.removeTemp) {
@@ -220,24 +228,6 @@ function handleTemp(dir: CipherDir, opts: FsckOptions, e: Entry): FsckFile {
     }
   }
   return f;
-}
-
-/** Every regular file and symlink under the root, sorted by path; temp files marked. */
-function listFiles(dir: CipherDir, skip: ReadonlySet<string>): Entry[] {
-  const out: Entry[] = [];
-  const walk = (rel: string): void => {
-    for (const d of dir.readdirTypes(rel)) {
-      if (rel === '' && skip.has(d.name)) continue;
-      const r = rel === '' ? d.name : `${rel}/${d.name}`;
-      if (d.isDirectory()) walk(r);
-      else if (d.isFile() || d.isSymbolicLink()) {
-        const st = dir.lstat(r);
-        out.push({ rel: r, size: st.size, temp: d.name.startsWith(TEMP_PREFIX), symlink: st.isSymbolicLink() });
-      }
-    }
-  };
-  walk('');
-  return out.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
 }
 
 /** Checks one cipher file by the random-access rules. Never throws for what it finds. */

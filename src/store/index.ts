@@ -8,6 +8,7 @@ export * from './session';
 export * from './journal';
 export { SimulatedCrash, setFaultHook, type FaultAction, type FaultHook, type FaultKind, type FaultOp } from './io';
 export * from './fsck';
+export type { FsckName, FsckNameStatus, FsckNames } from './fsck-walk';
 export * from './symlink';
 export * from './names';
 export * from './name-text';

@@ -195,7 +195,7 @@ class FileOutput implements Output {
  * Standard output. Whatever was written before a failure cannot be taken
  * back; decrypt writes a package's plaintext only after its tag verified.
  */
-class StdoutOutput implements Output {
+export class StdoutOutput implements Output {
   readonly name = 'standard output';
 
   sink = async (source: AsyncIterable<Buffer>): Promise<void> => {
