@@ -9,5 +9,7 @@ export * from './journal';
 export { SimulatedCrash, setFaultHook, type FaultAction, type FaultHook, type FaultKind, type FaultOp } from './io';
 export * from './fsck';
 export * from './symlink';
+export * from './sealed-buffer';
+export * from './xattrs';
 export * from './names';
 export * from './name-text';
