@@ -11,7 +11,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { loadSysCalls } from '../src/sys';
 import { assertNoFuseMountsLeft, cleanupLeftovers } from './helpers/mount';
-import { requirePrograms, run, runOk, stopCleanly, withMasterMount } from './helpers/rw';
+import { PY_RECORDER, py, requirePrograms, run, runOk, stopCleanly, withMasterMount } from './helpers/rw';
 
 test.after.always(async () => {
   await cleanupLeftovers();
@@ -19,17 +19,9 @@ test.after.always(async () => {
 });
 
 /** Python, as a program that makes the raw calls (os.*xattr, ctypes for sizes), prints JSON. */
-const SURFACE = String.raw`
+const SURFACE = PY_RECORDER + String.raw`
 import ctypes, errno, json, os, socket, stat, sys
 D = sys.argv[1]
-out = []
-def rec(label, f):
-    try:
-        r = f()
-        if isinstance(r, bytes): r = r.hex()
-        out.append([label, 'ok', r])
-    except OSError as e:
-        out.append([label, errno.errorcode.get(e.errno, e.errno)])
 p = lambda n: os.path.join(D, n)
 with open(p('f'), 'wb') as fh: fh.write(b'hello')
 os.mkdir(p('d'))
@@ -101,12 +93,6 @@ async function surface(dir: string): Promise<Results> {
   return JSON.parse(res.stdout) as Results;
 }
 
-/** Runs a small python snippet with the path as argv[1]; prints what it prints (errno names on OSError). */
-async function py(code: string, ...args: string[]): Promise<string> {
-  const wrapped = `import errno, os, sys\ntry:\n${code.split('\n').map((l) => `  ${l}`).join('\n')}\nexcept OSError as e:\n  print(errno.errorcode.get(e.errno, e.errno))\n`;
-  return (await runOk('python3', ['-c', wrapped, ...args], { timeoutMs: 20_000 })).stdout.trim();
-}
-
 test.serial('user.* attributes, sockets and device nodes behave as on the cipher directory\'s own file system', async (t) => {
   t.timeout(90_000);
   await requirePrograms('python3');
@@ -159,10 +145,18 @@ test.serial('only user.* is kept; attributes survive re-sealing, rename, remount
       t.is(await py('os.removexattr(sys.argv[1], "trusted.darefs"); print("ok")', mnt('doc')), 'ENODATA');
       t.is(await py('print(os.getxattr(sys.argv[1], "trusted.darefs").decode())', cipher('doc')), '1', 'left alone on the cipher file');
 
-      // Names that are not UTF-8 cannot cross fuse-native (it passes strings): never a wrong name.
+      // A plain volume keeps names as node strings, so a name that is not UTF-8 is refused (and
+      // fuse-native could not pass it anyway): never stored or found under a wrong name.
       t.is(await py('os.setxattr(sys.argv[1], b"user.\\xff", b"1"); print("ok")', cipher('doc')), 'ok');
       t.is(await py('print(sorted(os.listxattr(sys.argv[1])))', mnt('doc')), "['user.color', 'user.size']", 'not listed as a mangled name');
       t.is(await py('os.setxattr(sys.argv[1], b"user.\\xfe", b"1"); print("ok")', mnt('doc')), 'EINVAL');
+      t.is(await py('os.getxattr(sys.argv[1], b"user.\\xff"); print("ok")', mnt('doc')), 'ENODATA', 'on the cipher file, but no name of a plain volume');
+      t.is(await py('os.removexattr(sys.argv[1], b"user.\\xff"); print("ok")', mnt('doc')), 'ENODATA');
+      t.is(
+        await py('print(sorted(os.listxattr(sys.argv[1])))', cipher('doc')),
+        "['trusted.darefs', 'user.color', 'user.size', 'user.\\udcff']",
+        'the refused set stored nothing, the refused remove removed nothing',
+      );
       t.is(await py('os.removexattr(sys.argv[1], b"user.\\xff"); print("ok")', cipher('doc')), 'ok');
 
       // A write re-seals packages in place; the attributes stay.

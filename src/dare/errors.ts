@@ -81,6 +81,16 @@ export class DataAfterFinalError extends DareError {
   }
 }
 
+/**
+ * A stream that must be DARE 2.0 (a sealed buffer, src/dare/sealed-buffer.ts) in another version:
+ * sio with MinVersion 2.0 refuses it the same way.
+ */
+export class NotVersion20Error extends DareError {
+  constructor(index: number, version: number) {
+    super(index, `DARE version 0x${version.toString(16).padStart(2, '0')} where a 2.0 stream is required`, 'sio: unsupported version', 'it was modified, or not written by darefs');
+  }
+}
+
 /** Random access only: a cipher size no regular stream can have (FORMAT.md §2). */
 export class InvalidLengthError extends DareError {
   constructor(index: number, cipherSize: number) {

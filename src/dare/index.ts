@@ -5,5 +5,6 @@ export * from './sizes';
 export * from './package';
 export * from './stream';
 export { ByteSource, ChunkReader } from './chunks';
+export * from './sealed-buffer';
 export * from './symlink';
 export * from './names';

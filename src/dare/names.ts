@@ -17,7 +17,7 @@ export const LONG_NAME_PREFIX = 'dare1.long.';
 /** The sibling file that holds a long name's full cipher name. */
 export const LONG_NAME_SUFFIX = '.name';
 /** Longest cipher name of a NAME_MAX-byte plaintext name (what a `.name` file may hold). */
-export const MAX_CIPHER_NAME = base64Length(IV_SIZE + paddedLength(NAME_MAX));
+export const MAX_CIPHER_NAME = cipherNameLength(NAME_MAX);
 
 /** The two name keys: MAC first, then encryption (HKDF output order, §8). The owner zeroes them. */
 export interface NameKeys {
@@ -34,6 +34,11 @@ export class NameError extends Error {
   ) {
     super(`cipher name ${JSON.stringify(stored.length > 80 ? stored.slice(0, 77) + '...' : stored)} ${reason}`);
   }
+}
+
+/** Length of the cipher name of an `n`-byte plaintext name (no key needed: it depends on n only). */
+export function cipherNameLength(n: number): number {
+  return base64Length(IV_SIZE + paddedLength(n));
 }
 
 function paddedLength(n: number): number {

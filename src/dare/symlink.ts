@@ -1,7 +1,6 @@
-import { Cipher, HEADER_SIZE, PACKAGE_OVERHEAD, PREFIX_SIZE, Version } from './constants';
+import { Cipher, PACKAGE_OVERHEAD, PREFIX_SIZE } from './constants';
 import { DareError } from './errors';
-import { headerVersion } from './header';
-import { openPackage, randomNonce, sealPackage } from './package';
+import { openSealedStream, sealBuffer } from './sealed-buffer';
 
 /**
  * Sealed symlink targets (FORMAT.md §7): a cipher-directory symlink's target is
@@ -63,9 +62,7 @@ export function sealLinkTarget(target: Buffer, prefix: Buffer, key: Buffer, ciph
   if (target.length > MAX_LINK_TARGET) throw new LinkTargetTooLongError(target.length);
   // A DARE package holds at least one byte, and the kernel refuses empty targets anyway.
   if (target.length === 0) throw new RangeError('an empty symlink target cannot be sealed');
-  if (prefix.length !== PREFIX_SIZE) throw new RangeError(`prefix of ${prefix.length} bytes`);
-  const pkg = sealPackage(key, { version: Version.V20, cipher, index: 0, nonce: randomNonce(Version.V20), final: true }, target);
-  return SEALED_LINK_MARKER + Buffer.concat([prefix, pkg]).toString('base64url');
+  return SEALED_LINK_MARKER + sealBuffer(target, prefix, key, cipher).toString('base64url');
 }
 
 /** A stored target taken apart: the prefix (to derive the key from) and the sealed package. */
@@ -94,12 +91,10 @@ export function decodeSealedLink(stored: Buffer): DecodedLink {
  * with nothing after it and its tag verifies under `key`; else SealedLinkError.
  */
 export function openDecodedLink(link: DecodedLink, key: Buffer): Buffer {
-  const pkg = link.package;
-  const header = pkg.subarray(0, HEADER_SIZE);
-  if (headerVersion(header) !== Version.V20) throw new SealedLinkError('sealed target is not a DARE 2.0 package');
+  // An empty stream authenticates nothing, and no link has an empty target.
+  if (link.package.length === 0) throw new SealedLinkError('sealed target holds no package');
   try {
-    // Exact length, a known cipher, the final flag and the tag: as strict as a one-package file.
-    return openPackage(key, pkg, { index: 0, payloadLength: pkg.length - PACKAGE_OVERHEAD, last: true, reference: header });
+    return openSealedStream(link.package, key);
   } catch (err) {
     if (err instanceof DareError) throw new SealedLinkError(`sealed target: ${err.detail}`, { cause: err });
     throw err;

@@ -1,7 +1,19 @@
 import * as os from 'node:os';
 import { DareError, LinkTargetTooLongError, SealedLinkError } from '../dare';
 import { KeyError } from '../keys';
-import { ClosedFileError, NotRegularFileError, ReadOnlyError, ShortCipherFileError, UnrepresentableNameError, UnsafePathError, FileNameTooLongError } from '../store';
+import {
+  ClosedFileError,
+  FileNameTooLongError,
+  InvalidAttrNameError,
+  NameTooLongError,
+  NoSuchAttributeError,
+  NotRegularFileError,
+  ReadOnlyError,
+  SealedAttrError,
+  ShortCipherFileError,
+  UnrepresentableNameError,
+  UnsafePathError,
+} from '../store';
 import { Errno } from './native-types';
 
 /**
@@ -14,6 +26,12 @@ export function toErrno(err: unknown): number {
   if (err instanceof SealedLinkError) return Errno.EIO;
   if (err instanceof LinkTargetTooLongError) return Errno.ENAMETOOLONG;
   if (err instanceof ReadOnlyError) return Errno.EROFS;
+  // Extended attributes (src/store/xattrs.ts): a value that does not authenticate is never
+  // returned; a name whose sealed form is too long is what setxattr(2) answers a long name.
+  if (err instanceof SealedAttrError) return Errno.EIO;
+  if (err instanceof InvalidAttrNameError) return Errno.EINVAL;
+  if (err instanceof NoSuchAttributeError) return Errno.ENODATA;
+  if (err instanceof NameTooLongError) return Errno.ERANGE;
   if (err instanceof ClosedFileError) return Errno.EBADF;
   // Something planted in the cipher directory: an I/O error for that entry, never followed.
   if (err instanceof UnsafePathError || err instanceof NotRegularFileError) return Errno.EIO;
@@ -37,6 +55,6 @@ export function toErrno(err: unknown): number {
 /** Whether an error is worth a log line (not the ordinary ENOENT/EEXIST of a working system). */
 export function isProblem(err: unknown): boolean {
   if (err instanceof UnsafePathError || err instanceof NotRegularFileError || err instanceof SealedLinkError || err instanceof ShortCipherFileError) return true;
-  if (err instanceof LinkTargetTooLongError || err instanceof FileNameTooLongError) return false;
+  if (err instanceof LinkTargetTooLongError || err instanceof FileNameTooLongError || err instanceof NoSuchAttributeError || err instanceof NameTooLongError) return false;
   return err instanceof DareError || err instanceof KeyError || !(typeof err === 'object' && err !== null && 'code' in err);
 }

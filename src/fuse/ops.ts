@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { DareError, SealedLinkError } from '../dare';
-import { CipherDir, CipherFile, nameBytes, nameText, ReadOnlyError, Volume } from '../store';
+import { CipherDir, CipherFile, isUserAttr, nameBytes, nameText, ReadOnlyError, SealedAttrError, Volume } from '../store';
 import { FALLOC_FL_KEEP_SIZE, loadSysCalls, O_PATH, splitNames } from '../sys';
 import { toFuseStat, toFuseStatfs } from './attrs';
 import { isProblem, toErrno } from './errno';
@@ -31,10 +31,6 @@ const S_IFMT = 0o170000;
 const S_IFIFO = 0o010000;
 const S_IFREG = 0o100000;
 
-function isUserAttr(name: string): boolean {
-  return name.startsWith('user.');
-}
-
 /** fuse-native hands names over as UTF-8 strings: U+FFFD may stand for bytes we cannot recover. */
 function isMangled(name: string): boolean {
   return name.includes('\uFFFD');
@@ -55,6 +51,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
   const { volume, paths, log } = ctx;
   const dir: CipherDir = volume.dir;
   const names = volume.names;
+  const xattrs = volume.xattrs;
   /** Directories whose refused names were logged (once each, FORMAT.md §8), bounded. */
   const refusalsLogged = new Set<string>();
   const loaded = loadSysCalls();
@@ -85,6 +82,8 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       log.problem(`${op} ${path}: ${err.message}`, `${err.file ?? path}:${err.constructor.name}:${err.packageIndex}`);
     } else if (err instanceof SealedLinkError) {
       log.problem(err.message, `link:${err.link ?? path}:${err.reason}`);
+    } else if (err instanceof SealedAttrError) {
+      log.problem(`${op} ${err.message}`, `xattr:${err.path}:${err.attribute}:${err.reason}`);
     } else if (isProblem(err)) {
       log.problem(`${op} ${path}: ${err instanceof Error ? err.message : String(err)}`);
     }
@@ -446,26 +445,44 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       });
     },
 
-    // Extended attributes pass through to the cipher file, in the user namespace only (as
-    // gocryptfs does): security.* and system.* (capabilities, ACLs) would be stored but not
-    // enforced by this mount, and trusted.* is the daemon's. Without the addon, ENOSYS (not the
-    // EPERM fuse-native answers for a missing handler) makes the kernel stop asking at once.
+    // Extended attributes live on the cipher inode, in the user namespace only (as gocryptfs
+    // does): security.* and system.* (capabilities, ACLs) would be stored but not enforced by this
+    // mount, and trusted.* is the daemon's. With encrypted names, names and values are sealed
+    // (volume.xattrs). Without the addon, ENOSYS (not the EPERM fuse-native answers for a missing
+    // handler) makes the kernel stop asking at once.
     getxattr(path, name, _position, cb) {
       if (!sys) return cb(Errno.ENOSYS);
       if (!isUserAttr(name) || isMangled(name)) return cb(Errno.ENODATA);
-      run('getxattr', path, cb, () => dir.at(visible(path), (e) => sys.lgetxattr(e, name)));
+      run('getxattr', path, cb, () => {
+        const stored = dir.at(visible(path), (e) => sys.lgetxattr(e, xattrs.nameToFind(name)));
+        return xattrs.sealed ? xattrs.openValue(stored, path, name) : stored;
+      });
     },
     listxattr(path, cb) {
       if (!sys) return cb(Errno.ENOSYS);
-      run('listxattr', path, cb, () => splitNames(dir.at(visible(path), (e) => sys.llistxattr(e))).filter(isUserAttr));
+      run('listxattr', path, cb, () => {
+        const cipherPath = visible(path);
+        const listing = xattrs.list(splitNames(dir.at(cipherPath, (e) => sys.llistxattr(e))));
+        if (listing.refused.length) {
+          const shown = listing.refused.slice(0, 5).map((r) => `${JSON.stringify(r.stored)} (${r.reason})`);
+          log.problem(
+            `listxattr ${path}: left out ${listing.refused.length} attribute${listing.refused.length === 1 ? '' : 's'} of ${cipherPath} whose names do not ` +
+              `authenticate: ${shown.join(', ')}${listing.refused.length > 5 ? ', ...' : ''}`,
+            `xattr-names:${cipherPath}`,
+          );
+        }
+        return listing.names;
+      });
     },
     setxattr(path, name, value, _position, flags, cb) {
       if (!sys) return cb(Errno.ENOSYS);
-      run('setxattr', path, cb, () => {
+      run('setxattr', path, cb, async () => {
         const cipherPath = guardChange(path, path);
         if (!isUserAttr(name)) throw Object.assign(new Error(`${name}: only user.* attributes are kept`), { code: 'EOPNOTSUPP' });
         if (isMangled(name)) throw Object.assign(new Error('attribute names must be UTF-8'), { code: 'EINVAL' });
-        dir.at(cipherPath, (e) => sys.lsetxattr(e, name, value, flags));
+        const stored = xattrs.nameToSet(name);
+        const sealed = await xattrs.sealValue(value);
+        dir.at(cipherPath, (e) => sys.lsetxattr(e, stored, sealed, flags));
       });
     },
     removexattr(path, name, cb) {
@@ -473,7 +490,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('removexattr', path, cb, () => {
         const cipherPath = guardChange(path, path);
         if (!isUserAttr(name) || isMangled(name)) throw Object.assign(new Error(`${name}: no such attribute`), { code: 'ENODATA' });
-        dir.at(cipherPath, (e) => sys.lremovexattr(e, name));
+        dir.at(cipherPath, (e) => sys.lremovexattr(e, xattrs.nameToFind(name)));
       });
     },
 

@@ -99,3 +99,43 @@ export class FileNameTooLongError extends StoreError {
     super(`a name of ${bytes} bytes: at most 255 bytes`);
   }
 }
+
+/** An extended attribute name this volume cannot store (EINVAL, as setxattr(2) for a bad name). */
+export class InvalidAttrNameError extends StoreError {
+  constructor(
+    readonly attribute: string,
+    reason: string,
+  ) {
+    super(`extended attribute ${JSON.stringify(attribute)}: ${reason}`);
+  }
+}
+
+/** An extended attribute name no stored attribute can have on this volume (ENODATA). */
+export class NoSuchAttributeError extends StoreError {
+  constructor(
+    readonly attribute: string,
+    reason: string,
+  ) {
+    super(`extended attribute ${JSON.stringify(attribute)}: no such attribute (${reason})`);
+  }
+}
+
+/**
+ * A sealed extended attribute value that does not authenticate (FORMAT.md §8): planted or
+ * modified by whoever else writes to the cipher directory. Never returned; the message names the
+ * plaintext path and attribute, never what is stored.
+ */
+export class SealedAttrError extends StoreError {
+  constructor(
+    readonly path: string,
+    readonly attribute: string,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `${path}: extended attribute ${JSON.stringify(attribute)}: ${reason}: not shown (darefs seals user.* attribute values ` +
+        'on this volume; this one was not written through darefs, or was modified)',
+    );
+    if (options) this.cause = options.cause;
+  }
+}

@@ -10,5 +10,7 @@ export { SimulatedCrash, setFaultHook, type FaultAction, type FaultHook, type Fa
 export * from './fsck';
 export type { FsckName, FsckNameStatus, FsckNames } from './fsck-walk';
 export * from './symlink';
+export * from './sealed-buffer';
+export * from './xattrs';
 export * from './names';
 export * from './name-text';

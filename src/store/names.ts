@@ -194,6 +194,14 @@ export class EncryptedNames extends EntryOrder implements NameScheme {
     return encryptName(this.keys, bytes);
   }
 
+  /**
+   * The plaintext text of a full cipher name; NameError unless it authenticates. Not checked as
+   * a directory entry (an extended attribute name may hold '/'), not cached.
+   */
+  openName(cipherName: string): string {
+    return nameText(decryptName(this.keys, cipherName));
+  }
+
   /** The entry name of one plaintext name. */
   entryOf(name: string): string {
     let e = this.toEntry.get(name);

@@ -1,6 +1,7 @@
 import * as crypto from 'node:crypto';
 import { Cipher, LinkTargetTooLongError, MAX_LINK_TARGET, PREFIX_SIZE, SealedLinkError, decodeSealedLink, openDecodedLink, sealLinkTarget } from '../dare';
 import type { KeySource } from './cipher-file';
+import { withPrefixKey } from './sealed-buffer';
 
 /**
  * Seals a symlink target under a fresh prefix (FORMAT.md §7): the stored target, as bytes for
@@ -9,12 +10,7 @@ import type { KeySource } from './cipher-file';
 export async function sealLink(keys: KeySource, cipher: Cipher, target: Buffer): Promise<Buffer> {
   if (target.length > MAX_LINK_TARGET) throw new LinkTargetTooLongError(target.length);
   const prefix = crypto.randomBytes(PREFIX_SIZE);
-  const key = await keys.key(prefix);
-  try {
-    return Buffer.from(sealLinkTarget(target, prefix, key, cipher), 'latin1');
-  } finally {
-    key.fill(0);
-  }
+  return withPrefixKey(keys, prefix, (key) => Buffer.from(sealLinkTarget(target, prefix, key, cipher), 'latin1'));
 }
 
 /**
@@ -24,12 +20,7 @@ export async function sealLink(keys: KeySource, cipher: Cipher, target: Buffer):
 export async function openLink(keys: KeySource, stored: Buffer, name: string): Promise<Buffer> {
   try {
     const decoded = decodeSealedLink(stored);
-    const key = await keys.key(Buffer.from(decoded.prefix));
-    try {
-      return openDecodedLink(decoded, key);
-    } finally {
-      key.fill(0);
-    }
+    return await withPrefixKey(keys, Buffer.from(decoded.prefix), (key) => openDecodedLink(decoded, key));
   } catch (err) {
     if (err instanceof SealedLinkError) err.inLink(name);
     throw err;

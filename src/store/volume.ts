@@ -6,6 +6,7 @@ import { Journal, JournalAuth, JournalInspection, ReplayResult } from './journal
 import { PackageCache } from './package-cache';
 import { NameScheme, PlainNames } from './names';
 import { openLink, sealLink } from './symlink';
+import { AttrStore, attrStore } from './xattrs';
 
 export interface VolumeOptions {
   keys: KeySource;
@@ -74,6 +75,8 @@ export class Volume {
    */
   readonly dir: CipherDir;
   readonly names: NameScheme;
+  /** How user.* extended attributes are stored: sealed when names are encrypted (FORMAT.md §8). */
+  readonly xattrs: AttrStore;
   /** Why the journal is off although it was asked for (no write access to .darefs/). */
   readonly journalProblem: string | undefined;
   private readonly journalAuth: JournalAuth;
@@ -91,6 +94,7 @@ export class Volume {
     this.cache = new PackageCache(opts.packageCacheBytes);
     this.dir = CipherDir.open(opts.cipherDir ?? '/');
     this.names = opts.names ?? new PlainNames();
+    this.xattrs = attrStore(this.names, opts.keys, opts.settings.newFileCipher);
     this.root = opts.cipherDir === undefined ? undefined : this.dir.root;
     this.journalAuth = { key: opts.journalKey, keys: opts.keys };
     let journal = this.root !== undefined && opts.journal !== false && !opts.readOnly ? new Journal(this.dir, this.journalAuth) : undefined;

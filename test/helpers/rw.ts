@@ -108,6 +108,28 @@ export async function requirePrograms(...names: string[]): Promise<void> {
   }
 }
 
+/** Runs a python snippet (paths as sys.argv[1:]) and gives what it prints, trimmed; an OSError prints its errno name. */
+export async function py(code: string, ...args: string[]): Promise<string> {
+  const wrapped = `import errno, os, sys\ntry:\n${code.split('\n').map((l) => `  ${l}`).join('\n')}\nexcept OSError as e:\n  print(errno.errorcode.get(e.errno, e.errno))\n`;
+  return (await runOk('python3', ['-c', wrapped, ...args], { timeoutMs: 20_000 })).stdout.trim();
+}
+
+/**
+ * Python to put before a script: `rec(label, fn)` calls fn and appends to `out` [label, 'ok',
+ * result (bytes as hex)] or, on OSError, [label, errno name].
+ */
+export const PY_RECORDER = String.raw`
+import errno
+out = []
+def rec(label, fn):
+    try:
+        r = fn()
+        if isinstance(r, bytes): r = r.hex()
+        out.append([label, 'ok', r])
+    except OSError as e:
+        out.append([label, errno.errorcode.get(e.errno, e.errno)])
+`;
+
 /** 'ok', or the error's code (EIO, EROFS, ...). */
 export async function outcome(p: Promise<unknown>): Promise<string> {
   try {
@@ -185,16 +207,16 @@ export function masterMount(opts: { extra?: () => string[]; cipherDir?: (dirs: M
   };
 }
 
-/** withMount over a fresh master-mode volume in the harness's cipher directory. */
+/** withMount over a fresh master-mode volume in the harness's cipher directory; `init`: more `darefs init` options (e.g. --encrypt-names). */
 export function withMasterMount<T>(
   t: ExecutionContext,
   fn: (m: MountContext) => Promise<T>,
-  opts: MountHarnessOptions & { extra?: () => string[]; wrap?: string[] } = {},
+  opts: MountHarnessOptions & { extra?: () => string[]; wrap?: string[]; init?: string[] } = {},
 ): Promise<T> {
   return withMount(t, masterMount({ extra: opts.extra, wrap: opts.wrap }), fn, {
     ...opts,
     setup: async (dirs) => {
-      await initMasterVolume(dirs);
+      await initMasterVolume(dirs, dirs.cipherDir, opts.init);
       if (opts.setup) await opts.setup(dirs);
     },
   });
