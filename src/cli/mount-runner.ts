@@ -120,7 +120,7 @@ export async function serveMount(s: MountSettings, secrets: VolumeSecrets, notif
     opened.dispose();
     throw err;
   }
-  log.info(`mounted ${s.cipherDir} on ${daemon.mountpoint} (${opened.mode} mode${s.readOnly ? ', read-only' : ''})`);
+  log.info(`mounted ${s.cipherDir} on ${daemon.mountpoint} (${opened.mode} mode${opened.volume.names.encrypted ? ', encrypted names' : ''}${s.readOnly ? ', read-only' : ''})`);
   notify?.('ready');
   if (requested !== undefined) stop(requested);
   const reason = await daemon.closed;
