@@ -1,7 +1,8 @@
 /**
  * `darefs encrypt` / `darefs decrypt` as a user runs them: round trips in both key modes, both
  * ciphers and both DARE versions; an independent decryption (bare node:crypto, from FORMAT.md)
- * of what `encrypt --ncrypt` writes; password sources; the output-file rules.
+ * of what `encrypt --ncrypt` writes; password sources; the output-file rules; `decrypt --volume
+ * --path` by a path of the plaintext view, names mapped (encrypted ones computed independently).
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
@@ -9,6 +10,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MAIN, MASTER_KEY_HEX, childEnv, runCli, tempDir, testBytes, writeFile } from './helpers/cli';
+import { refEntryOf as entryOf, refVolumeNameKeys as volumeNameKeys } from './helpers/names';
 
 const PW = 'Tr0ub4dor&3 unique-test-password';
 
@@ -333,4 +335,100 @@ test('decrypt --force into an existing world-readable file leaves it 0600, as a 
   fs.chmodSync(encOut, 0o644);
   t.is((await runCli(['encrypt', '--force', '--keyfile', keyfile, writeFile(dir, 'p2', 'y'), encOut])).code, 0);
   t.is(fs.statSync(encOut).mode & 0o7777, 0o644);
+});
+
+test('decrypt --volume --path: a file by its plaintext path, encrypted names mapped (and plain ones); a cipher file path still works; the errors name both paths', async (t) => {
+  t.timeout(60_000);
+  const dir = tempDir(t);
+  const pass = writeFile(dir, 'pass', `${PW}\n`);
+  const vault = path.join(dir, 'vault');
+  t.is((await runCli(['init', '--encrypt-names', '--passfile', pass, vault])).code, 0);
+  const plain = path.join(dir, 'plain');
+  const long = 'n'.repeat(230);
+  fs.mkdirSync(path.join(plain, 'docs'), { recursive: true });
+  const report = testBytes(70_000, 11);
+  fs.writeFileSync(path.join(plain, 'docs', 'report.pdf'), report);
+  fs.writeFileSync(path.join(plain, 'docs', long), 'long named');
+  const imp = await runCli(['import', '--passfile', pass, plain, vault]);
+  t.is(imp.code, 0, imp.stderr);
+  const keys = await volumeNameKeys(vault, PW);
+  const cipherOf = (...names: string[]): string => path.join(vault, ...names.map((n) => entryOf(keys, n)));
+
+  const out = path.join(dir, 'report.pdf');
+  const r = await runCli(['decrypt', '--volume', vault, '--passfile', pass, '--path', 'docs/report.pdf', out]);
+  t.is(r.code, 0, r.stderr);
+  t.true(fs.readFileSync(out).equals(report));
+  t.is(fs.statSync(out).mode & 0o777, 0o600);
+  const viaLong = await runCli(['decrypt', '--volume', vault, '--passfile', pass, '--path', `./docs//${long}`]);
+  t.is(viaLong.code, 0, viaLong.stderr);
+  t.is(viaLong.stdout.toString(), 'long named', 'a long name, to standard output; the path normalized');
+  // The cipher file by its own path, as before.
+  const byCipher = await runCli(['decrypt', '--volume', vault, '--passfile', pass, cipherOf('docs', 'report.pdf')]);
+  t.is(byCipher.code, 0, byCipher.stderr);
+  t.true(byCipher.stdout.equals(report));
+  // A 0-byte cipher file is an empty file of the plaintext view (created and never written).
+  fs.writeFileSync(cipherOf('touched'), '');
+  const empty = await runCli(['decrypt', '--volume', vault, '--passfile', pass, '--path', 'touched']);
+  t.is(empty.code, 0, empty.stderr);
+  t.is(empty.stdout.length, 0);
+
+  const missing = await runCli(['decrypt', '--volume', vault, '--passfile', pass, '--path', 'docs/missing.pdf', path.join(dir, 'm')]);
+  t.is(missing.code, 1, missing.stderr);
+  t.is(missing.stderr, `darefs: decrypt: docs/missing.pdf does not exist in the volume ${vault}: there is no ${cipherOf('docs', 'missing.pdf')}\n`);
+  t.false(fs.existsSync(path.join(dir, 'm')));
+  const isDir = await runCli(['decrypt', '--volume', vault, '--passfile', pass, '--path', 'docs']);
+  t.is(isDir.code, 1, isDir.stderr);
+  t.regex(isDir.stderr, new RegExp(`docs in the volume \\S+ \\(cipher path ${cipherOf('docs')}\\) is a directory`));
+  const wrong = writeFile(dir, 'wrong', 'not the passphrase\n');
+  const bad = await runCli(['decrypt', '--volume', vault, '--passfile', wrong, '--path', 'docs/report.pdf', path.join(dir, 'w')]);
+  t.is(bad.code, 3, bad.stderr);
+  t.false(fs.existsSync(path.join(dir, 'w')));
+
+  for (const [args, why] of [
+    [['--path', 'docs/report.pdf'], /--path needs --volume CIPHERDIR/],
+    [['--volume', vault, '--path', '../vault/docs'], /--path \.\.\/vault\/docs has a '\.\.' component/],
+    [['--volume', vault, '--path', 'docs/../../x'], /has a '\.\.' component/],
+    [['--volume', vault, '--path', path.join(vault, 'docs')], /is absolute/],
+    [['--volume', vault, '--path', './'], /names the root of the volume, not a file/],
+    [['--volume', vault, '--path', 'docs/report.pdf', 'in', 'out'], /unexpected argument 'out'/],
+  ] as const) {
+    const u = await runCli(['decrypt', '--passfile', pass, ...args]);
+    t.is(u.code, 2, `${args.join(' ')}: ${u.stderr}`);
+    t.regex(u.stderr, why);
+    t.regex(u.stderr, /Run 'darefs decrypt --help' for usage/);
+  }
+
+  // Plain names: the same path is the cipher path; darefs's own files are not in the view.
+  const cipher = path.join(dir, 'cipher');
+  t.is((await runCli(['init', '--passfile', pass, cipher])).code, 0);
+  t.is((await runCli(['import', '--passfile', pass, plain, cipher])).code, 0);
+  const p = await runCli(['decrypt', '--volume', cipher, '--passfile', pass, '--path', 'docs/report.pdf']);
+  t.is(p.code, 0, p.stderr);
+  t.true(p.stdout.equals(report));
+  const own = await runCli(['decrypt', '--volume', cipher, '--passfile', pass, '--path', '.darefs/config.json']);
+  t.is(own.code, 1, own.stderr);
+  t.regex(own.stderr, /\.darefs\/config\.json is not in the plaintext view of \S+: \.darefs and temporary files are darefs's own/);
+});
+
+test('decrypt --path never follows a symlink in the cipher directory', async (t) => {
+  const dir = tempDir(t);
+  const pass = writeFile(dir, 'pass', `${PW}\n`);
+  const vault = path.join(dir, 'vault');
+  t.is((await runCli(['init', '--encrypt-names', '--passfile', pass, vault])).code, 0);
+  const keys = await volumeNameKeys(vault, PW);
+  // A real cipher file of this volume outside it, and a directory symlink planted where docs/ goes.
+  const outside = path.join(dir, 'outside');
+  fs.mkdirSync(outside);
+  const enc = await runCli(['encrypt', '--volume', vault, '--passfile', pass, writeFile(dir, 'p', 'stolen'), path.join(outside, entryOf(keys, 'a'))]);
+  t.is(enc.code, 0, enc.stderr);
+  fs.symlinkSync(outside, path.join(vault, entryOf(keys, 'docs')));
+  fs.symlinkSync(path.join(outside, entryOf(keys, 'a')), path.join(vault, entryOf(keys, 'link')));
+  const through = await runCli(['decrypt', '--volume', vault, '--passfile', pass, '--path', 'docs/a']);
+  t.is(through.code, 1, through.stderr);
+  t.regex(through.stderr, /cannot open docs\/a in the volume .* goes through a symlink or out of the cipher directory/);
+  t.is(through.stdout.length, 0);
+  const link = await runCli(['decrypt', '--volume', vault, '--passfile', pass, '--path', 'link']);
+  t.is(link.code, 1, link.stderr);
+  t.regex(link.stderr, /link in the volume .* is a symlink/);
+  t.is(link.stdout.length, 0);
 });

@@ -8,10 +8,9 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { refEncryptName, refEntryName, refNameKeys, refPlainTree } from './helpers/names';
+import { RefNameKeys, refEncryptName, refEntryName, refPlainTree, refVolumeNameKeys } from './helpers/names';
 import { assertNoFuseMountsLeft, cleanupLeftovers, MountContext, withMount } from './helpers/mount';
 import { cipherPathOf, initMasterVolume, masterMount, outcome, PASSPHRASE, requirePrograms, runOk, withMasterMount } from './helpers/rw';
-import { readConfig, unlockMasterKey } from '../src/keys';
 
 test.after.always(async () => {
   await cleanupLeftovers();
@@ -23,9 +22,8 @@ function withNamesMount<T>(t: Parameters<typeof withMount>[0], fn: (m: MountCont
   return withMount(t, masterMount(), fn, { setup: (dirs) => initMasterVolume(dirs, dirs.cipherDir, ['--encrypt-names']) });
 }
 
-async function refKeys(cipherDir: string) {
-  const config = (await readConfig(cipherDir))!;
-  return refNameKeys(await unlockMasterKey(config, cipherDir, { passphrase: Buffer.from(PASSPHRASE) }));
+function refKeys(cipherDir: string): Promise<RefNameKeys> {
+  return refVolumeNameKeys(cipherDir, PASSPHRASE);
 }
 
 /** Every entry under `dir`, recursively: relative paths, names as latin1 strings of their bytes. */

@@ -27,6 +27,7 @@ import { CliError, exitCodeFor, UsageError } from './errors';
 import { ExitCode } from './exit-codes';
 import { KEYFILE_OPTION, PASSWORD_OPTIONS } from './secrets';
 import { counting, formatSummary, IO_CHUNK, isWithin, readPlain, realPathOf, writeAll, type CopySummary, type FileCodec } from './tree-copy';
+import { fsPath } from './tree-io';
 import { checkVolumeSecretOptions, collectVolumeSecrets, wipeVolumeSecrets } from './volume-secrets';
 
 /** Options of import and export. */
@@ -200,7 +201,7 @@ export function importCodec(u: UnlockedTree): FileCodec {
     async verify(_src, dst, e, onBytes, signal) {
       let n = 0;
       try {
-        for await (const chunk of counting(decryptFile(dst, u, { dir, rel: e.rel }), onBytes, signal)) n += chunk.length;
+        for await (const chunk of counting(decryptFile(dst, u, { dir, rel: e.dst }), onBytes, signal)) n += chunk.length;
       } catch (err) {
         if (err instanceof DareError) return err.message;
         throw err;
@@ -243,7 +244,7 @@ export function exportCodec(u: UnlockedTree): FileCodec {
       await writeAll(out, counting(decryptFile(src, u, { dir, rel: e.rel }), onBytes, signal), signal);
     },
     async verify(src, dst, e, onBytes, signal) {
-      const h = await fs.promises.open(dst, 'r');
+      const h = await fs.promises.open(fsPath(dst), 'r');
       try {
         let pos = 0;
         for await (const chunk of counting(decryptFile(src, u, { dir, rel: e.rel }), onBytes, signal)) {

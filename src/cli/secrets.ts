@@ -12,6 +12,7 @@ import {
   ConfigError,
   configPath,
   masterDeriver,
+  nameKeys,
   ncryptDeriver,
   readConfig,
   readKeyFile,
@@ -25,6 +26,7 @@ import { defineOptions } from './args';
 import { CliError, InterruptedError, UsageError, ioError } from './errors';
 import { ExitCode } from './exit-codes';
 import { loadSysCalls } from '../sys';
+import { EncryptedNames, PlainNames, type NameScheme } from '../store';
 
 export const PASSWORD_ENV = 'DAREFS_PASSWORD';
 export const NEW_PASSWORD_ENV = 'DAREFS_NEW_PASSWORD';
@@ -467,6 +469,8 @@ export interface KeyModeOptions {
   passfile?: string;
   extpass?: string;
   command?: string;
+  /** With --volume: also the volume's name scheme (decrypt --path). */
+  names?: boolean;
 }
 
 export interface ResolvedKeys {
@@ -475,6 +479,8 @@ export interface ResolvedKeys {
   deriver: KeyDeriver;
   /** The volume's config with --volume. */
   config?: VolumeConfig;
+  /** With --volume and `names`: how the volume stores names (FORMAT.md §8); dispose() when done. */
+  names?: NameScheme;
 }
 
 /** Rejects contradictory key options; synchronous, before any file or secret is touched. */
@@ -502,7 +508,8 @@ export async function resolveKeys(o: KeyModeOptions): Promise<ResolvedKeys> {
   if (o.volume !== undefined) {
     const { config, masterKey } = await unlockVolume(o.volume, { keyfile: o.keyfile, passfile: o.passfile, extpass: o.extpass, command: o.command });
     try {
-      return { mode: 'master', deriver: masterDeriver(masterKey, config.kdf), config };
+      const names = !o.names ? undefined : config.names === 'encrypted' ? new EncryptedNames(nameKeys(masterKey)) : new PlainNames();
+      return { mode: 'master', deriver: masterDeriver(masterKey, config.kdf), config, names };
     } finally {
       masterKey.fill(0);
     }

@@ -3,14 +3,15 @@
 //
 //   1. walk the source (lstat only; never follows symlinks; a cipher directory through its
 //      CipherDir, confined), skipping temp files and the names the command excludes at the
-//      root (.darefs);
+//      root (.darefs), each name mapped through the volume's name scheme (tree-io.ts);
 //   2. create the destination directories (owner-writable for now) and remove temp files a
 //      killed run left in them (a cipher directory through its CipherDir, confined: see
 //      DestinationWriter);
 //   3. files and symlinks, `jobs` at a time: an existing destination that is complete and
 //      verified is skipped; anything else is written to TEMP_PREFIX+random beside its target,
-//      fsynced, given its mode/owner/times, renamed over the target, and the directory fsynced,
-//      so a real name never holds a half-written file;
+//      fsynced, given its mode/owner/times, renamed over the target (a long cipher name's
+//      `.name` file durable before that), and the directory fsynced, so a real name never holds
+//      a half-written file;
 //   4. directory modes, owners and times, deepest first (writing into a directory changes its
 //      mtime, so these come last).
 // A file that fails is reported on stderr and the copy goes on; the caller decides the exit code.
@@ -18,15 +19,29 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CipherDir, fsyncDirectory, TEMP_PREFIX, UnsafePathError } from '../store';
-import { InterruptedError, isErrno, messageFor } from './errors';
+import { TEMP_PREFIX, type CipherDir, type NameScheme } from '../store';
+import { InterruptedError, messageFor } from './errors';
 import { formatBytes, formatDuration, Progress } from './progress';
+import {
+  applyMetadataToHandle,
+  cipherTreeReader,
+  confinedWriter,
+  fsPath,
+  isRoot,
+  pathWriter,
+  plainTreeReader,
+  type DestinationWriter,
+  type ListedSource,
+  type SourceReader,
+} from './tree-io';
 
 type Stats = fs.BigIntStats;
 
 export interface TreeEntry {
-  /** Path relative to the tree's root ('' for the root). */
+  /** Path relative to the source tree's root ('' for the root), names as name-text.ts writes them. */
   readonly rel: string;
+  /** Path of its copy relative to the destination tree's root: `rel` with every name mapped. */
+  readonly dst: string;
   readonly kind: 'dir' | 'file' | 'symlink' | 'other';
   readonly stat: Stats;
 }
@@ -67,6 +82,11 @@ export interface TreeCopyOptions {
   quiet: boolean;
   /** Names excluded at the source root (e.g. '.darefs'). */
   excludeAtRoot: ReadonlySet<string>;
+  /**
+   * The volume's name scheme (FORMAT.md §8): what each plaintext name is called in the cipher
+   * directory (srcDir or dstDir). Plain names (and ncrypt mode) keep names as they are.
+   */
+  names: NameScheme;
   /** Whether to create dstRoot when it is missing (mode 0700). */
   createRoot: boolean;
   /**
@@ -80,29 +100,6 @@ export interface TreeCopyOptions {
    * during the run) never leads a write outside it (FORMAT.md §6).
    */
   dstDir?: CipherDir;
-}
-
-/** How the walk reads the source tree: by path (the user's own plaintext tree) or confined. */
-interface SourceReader {
-  readdir(rel: string): Promise<string[]>;
-  lstat(rel: string): Promise<Stats>;
-  readlink(rel: string): Promise<Buffer>;
-}
-
-function sourceReader(o: TreeCopyOptions): SourceReader {
-  const dir = o.srcDir;
-  if (dir) {
-    return {
-      readdir: async (rel) => dir.readdir(rel),
-      lstat: async (rel) => dir.lstat(rel, { bigint: true }),
-      readlink: async (rel) => dir.at(rel, (e) => fs.readlinkSync(e, { encoding: 'buffer' })),
-    };
-  }
-  return {
-    readdir: (rel) => fs.promises.readdir(path.join(o.srcRoot, rel)),
-    lstat: (rel) => fs.promises.lstat(path.join(o.srcRoot, rel), { bigint: true }),
-    readlink: (rel) => fs.promises.readlink(path.join(o.srcRoot, rel), { encoding: 'buffer' }),
-  };
 }
 
 export interface CopyFailure {
@@ -139,12 +136,6 @@ export function sameTime(a: bigint, b: bigint): boolean {
   return d < MTIME_TOLERANCE_NS && d > -MTIME_TOLERANCE_NS;
 }
 
-function seconds(ns: bigint): number {
-  return Number(ns / 1_000_000_000n) + Number(ns % 1_000_000_000n) / 1e9;
-}
-
-const isRoot = (): boolean => typeof process.getuid === 'function' && process.getuid() === 0;
-
 /** Temp name beside `target`: hidden from the plaintext view, removed by the next run if left over. */
 export function tempNameFor(target: string): string {
   return path.join(path.dirname(target), `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
@@ -156,15 +147,6 @@ function parentOf(rel: string): string {
   return d === '.' ? '' : d;
 }
 
-async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
-  try {
-    return await fs.promises.lstat(p, { bigint: true });
-  } catch (err) {
-    if (isErrno(err) && err.code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
-
 function kindOf(st: Stats): TreeEntry['kind'] {
   if (st.isDirectory()) return 'dir';
   if (st.isFile()) return 'file';
@@ -173,131 +155,22 @@ function kindOf(st: Stats): TreeEntry['kind'] {
 }
 
 /**
- * How the copy touches the destination tree, by paths relative to its root: by path (export's
- * plaintext destination, the user's own directory) or confined beneath a CipherDir (import).
+ * A message that names the source entry, whatever the error; and its plaintext path when the
+ * source is a cipher directory with encrypted names (whose paths say nothing to the user).
  */
-interface DestinationWriter {
-  /** lstat, or undefined when nothing is there. */
-  lstat(rel: string): Promise<Stats | undefined>;
-  /** A new directory, mode 0700 (the root with its missing parents, when `createRoot`). */
-  mkdir(rel: string): Promise<void>;
-  chmod(rel: string, mode: number): Promise<void>;
-  readdir(rel: string): Promise<string[]>;
-  /** Removes a non-directory entry; nothing there is fine. */
-  unlink(rel: string): Promise<void>;
-  /** A new, empty, regular file opened for writing, mode 0600 (never an existing one). */
-  create(rel: string): Promise<fs.promises.FileHandle>;
-  symlink(target: Buffer, rel: string): Promise<void>;
-  readlink(rel: string): Promise<Buffer>;
-  /** `from` takes the name `to`, replacing what is there (both in one directory). */
-  rename(from: string, to: string): Promise<void>;
-  /** Owner (when root), mode and times of the entry at `rel` from `st`: for a symlink owner and times. */
-  applyMetadata(rel: string, st: Stats, kind: TreeEntry['kind']): Promise<void>;
-  /** fsync of the directory `rel` (a new name in it is durable). */
-  fsyncDir(rel: string): void;
-}
-
-/** Owner (when root), mode and times of an open file from `st`. */
-async function applyMetadataToHandle(h: fs.promises.FileHandle, st: Stats): Promise<void> {
-  // chown first: it clears set-user-ID and set-group-ID bits that chmod then puts back.
-  if (isRoot()) await h.chown(Number(st.uid), Number(st.gid));
-  await h.chmod(Number(st.mode & 0o7777n));
-  await h.utimes(seconds(st.atimeNs), seconds(st.mtimeNs));
-}
-
-function pathWriter(root: string, createRoot: boolean): DestinationWriter {
-  const at = (rel: string): string => path.join(root, rel);
-  return {
-    lstat: (rel) => lstatOrUndefined(at(rel)),
-    mkdir: async (rel) => {
-      await fs.promises.mkdir(at(rel), { mode: 0o700, recursive: rel === '' && createRoot });
-    },
-    chmod: (rel, mode) => fs.promises.chmod(at(rel), mode),
-    readdir: (rel) => fs.promises.readdir(at(rel)),
-    unlink: (rel) => fs.promises.rm(at(rel), { force: true }),
-    create: (rel) => fs.promises.open(at(rel), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600),
-    symlink: (target, rel) => fs.promises.symlink(target, at(rel)),
-    readlink: (rel) => fs.promises.readlink(at(rel), { encoding: 'buffer' }),
-    rename: (from, to) => fs.promises.rename(at(from), at(to)),
-    async applyMetadata(rel, st, kind) {
-      const p = at(rel);
-      if (isRoot()) await fs.promises.lchown(p, Number(st.uid), Number(st.gid));
-      if (kind !== 'symlink') await fs.promises.chmod(p, Number(st.mode & 0o7777n));
-      // utimes keeps sub-microsecond precision; lutimes (for symlinks) only microseconds.
-      if (kind === 'symlink') await fs.promises.lutimes(p, seconds(st.atimeNs), seconds(st.mtimeNs));
-      else await fs.promises.utimes(p, seconds(st.atimeNs), seconds(st.mtimeNs));
-    },
-    fsyncDir: (rel) => fsyncDirectory(at(rel)),
-  };
-}
-
-/**
- * The destination as a cipher directory: every path resolved beneath `dir` with no symlink
- * (CipherDir), calls by path only through `at` (never following the last component) or on the
- * inode already opened. Errors name the cipher path (CipherDir sees to that).
- */
-function confinedWriter(dir: CipherDir): DestinationWriter {
-  const abs = (rel: string): string => dir.absolute(rel);
-  /** The inode at `rel` (never a symlink followed), checked to be of `kind`, as a path for calls that follow. */
-  const inodeOf = <T>(rel: string, kind: 'file' | 'dir', fn: (inode: string) => T): T =>
-    dir.inode(abs(rel), (inode, st) => {
-      if (kind === 'dir' ? !st.isDirectory() : !st.isFile()) {
-        throw new UnsafePathError(abs(rel), `is no longer a ${kind === 'dir' ? 'directory' : 'regular file'}`);
-      }
-      return fn(inode);
-    });
-  return {
-    async lstat(rel) {
-      try {
-        return dir.lstat(abs(rel), { bigint: true });
-      } catch (err) {
-        if (isErrno(err) && err.code === 'ENOENT') return undefined;
-        throw err;
-      }
-    },
-    mkdir: async (rel) => dir.at(abs(rel), (e) => fs.mkdirSync(e, 0o700)),
-    chmod: async (rel, mode) => dir.chmod(abs(rel), mode),
-    readdir: async (rel) => dir.readdir(abs(rel)),
-    unlink: async (rel) =>
-      dir.at(abs(rel), (e) => {
-        try {
-          fs.unlinkSync(e);
-        } catch (err) {
-          if (!(isErrno(err) && err.code === 'ENOENT')) throw err;
-        }
-      }),
-    create: (rel) => dir.openHandle(abs(rel), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600),
-    symlink: async (target, rel) => dir.at(abs(rel), (e) => fs.symlinkSync(target, e)),
-    readlink: async (rel) => dir.at(abs(rel), (e) => fs.readlinkSync(e, { encoding: 'buffer' })),
-    rename: async (from, to) => dir.at2(abs(from), abs(to), (a, b) => fs.renameSync(a, b)),
-    applyMetadata: async (rel, st, kind) => {
-      const atime = seconds(st.atimeNs);
-      const mtime = seconds(st.mtimeNs);
-      if (kind === 'symlink') {
-        // lchown and lutimes never follow the last component: the link itself, wherever it is.
-        dir.at(abs(rel), (e) => {
-          if (isRoot()) fs.lchownSync(e, Number(st.uid), Number(st.gid));
-          fs.lutimesSync(e, atime, mtime);
-        });
-        return;
-      }
-      // On the inode opened without following: chown, chmod and utimes follow, but there is
-      // nothing left to follow, and a symlink found there instead is refused.
-      inodeOf(rel, kind === 'dir' ? 'dir' : 'file', (inode) => {
-        if (isRoot()) fs.chownSync(inode, Number(st.uid), Number(st.gid));
-        fs.chmodSync(inode, Number(st.mode & 0o7777n));
-        fs.utimesSync(inode, atime, mtime);
-      });
-    },
-    fsyncDir: (rel) => dir.fsyncDir(abs(rel), (fd) => fs.fsyncSync(fd)),
-  };
-}
-
-/** A message that names the file, whatever the error. */
-function describe(rel: string, root: string, err: unknown): string {
-  const full = path.join(root, rel);
+function describe(full: string, plain: string | undefined, err: unknown): string {
   const msg = messageFor(err);
-  return msg.includes(full) ? msg : `${full}: ${msg}`;
+  const named = msg.includes(full) ? msg : `${full}: ${msg}`;
+  return plain === undefined ? named : `${named} (${plain} in the plaintext view)`;
+}
+
+function sourceReader(o: TreeCopyOptions): SourceReader {
+  return o.srcDir ? cipherTreeReader(o.srcDir, o.names, o.excludeAtRoot) : plainTreeReader(o.srcRoot, o.names, o.excludeAtRoot);
+}
+
+/** `rel` and `name` joined ('' is the root). */
+function child(rel: string, name: string): string {
+  return rel === '' ? name : path.join(rel, name);
 }
 
 export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
@@ -336,11 +209,14 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
   const note = (line: string): void => {
     if (!o.quiet) say(`darefs: ${o.command}: ${line}`);
   };
-  const fail = (rel: string, error: unknown, counts = true): void => {
+  const showsPlain = o.srcDir !== undefined && o.names.encrypted;
+  /** `at`: the source entry; its destination path when it has one. */
+  const fail = (at: { rel: string; dst?: string }, error: unknown, counts = true): void => {
     if (counts) summary.filesFailed++;
     else summary.otherErrors++;
-    summary.failures.push({ rel, error });
-    say(`darefs: ${o.command}: ${describe(rel, o.srcRoot, error)}`);
+    summary.failures.push({ rel: at.rel, error });
+    const plain = showsPlain && at.dst !== undefined && at.dst !== '' ? at.dst : undefined;
+    say(`darefs: ${o.command}: ${describe(path.join(o.srcRoot, at.rel), plain, error)}`);
   };
 
   try {
@@ -348,31 +224,37 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
     const dirs: TreeEntry[] = [];
     const items: TreeEntry[] = [];
     const source = sourceReader(o);
-    const dest = o.dstDir ? confinedWriter(o.dstDir) : pathWriter(o.dstRoot, o.createRoot);
+    const dest = o.dstDir ? confinedWriter(o.dstDir, o.names) : pathWriter(o.dstRoot, o.createRoot);
     const rootStat = await source.lstat('');
-    dirs.push({ rel: '', kind: 'dir', stat: rootStat });
+    dirs.push({ rel: '', dst: '', kind: 'dir', stat: rootStat });
     for (let i = 0; i < dirs.length; i++) {
       if (signal.aborted) break;
       const dir = dirs[i];
-      let names: string[];
+      let listed: ListedSource[];
       try {
-        names = (await source.readdir(dir.rel)).sort();
+        listed = (await source.list(dir.rel)).sort((a, b) => (a.src < b.src ? -1 : a.src > b.src ? 1 : 0));
       } catch (err) {
-        fail(dir.rel, err, false);
+        fail(dir, err, false);
         continue;
       }
-      for (const name of names) {
-        if (name.startsWith(TEMP_PREFIX)) continue;
-        if (dir.rel === '' && o.excludeAtRoot.has(name)) continue;
-        const rel = dir.rel === '' ? name : path.join(dir.rel, name);
+      for (const item of listed) {
+        const rel = child(dir.rel, item.src);
+        if ('error' in item) {
+          // Not copied, named: a name that does not open, or one this volume cannot hold. Its
+          // kind, when it has one, only decides how it counts.
+          const st = await source.lstat(rel).catch(() => undefined);
+          fail({ rel }, item.error, st === undefined || !(st.isDirectory() || st.isSymbolicLink()));
+          continue;
+        }
+        const dst = child(dir.dst, item.dst);
         let st: Stats;
         try {
           st = await source.lstat(rel);
         } catch (err) {
-          fail(rel, err);
+          fail({ rel, dst }, err);
           continue;
         }
-        const entry: TreeEntry = { rel, kind: kindOf(st), stat: st };
+        const entry: TreeEntry = { rel, dst, kind: kindOf(st), stat: st };
         if (entry.kind === 'dir') dirs.push(entry);
         else if (entry.kind === 'other') {
           summary.unsupported++;
@@ -408,23 +290,24 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
         failedDirs.add(d.rel);
         continue;
       }
-      const dst = path.join(o.dstRoot, d.rel);
+      const dst = path.join(o.dstRoot, d.dst);
       try {
-        const st = await dest.lstat(d.rel);
+        if (d.rel !== '') dest.prepareEntry(d.dst, path.basename(d.rel));
+        const st = await dest.lstat(d.dst);
         if (st === undefined) {
           if (d.rel === '' && !o.createRoot) throw Object.assign(new Error(`${dst} does not exist`), { code: 'ENOENT', syscall: 'stat', path: dst });
-          await dest.mkdir(d.rel);
+          await dest.mkdir(d.dst);
         } else if (!st.isDirectory()) {
           throw new Error(`${dst} is in the way: it is not a directory; move it away and run again (the contents of ${path.join(o.srcRoot, d.rel)} were not copied)`);
         } else if (!isRoot() && (Number(st.mode) & 0o700) !== 0o700) {
           // A read-only directory from an earlier run: writable until step 4 sets its mode again.
-          await dest.chmod(d.rel, Number(st.mode & 0o7777n) | 0o700);
+          await dest.chmod(d.dst, Number(st.mode & 0o7777n) | 0o700);
         }
-        await removeTemps(dest, d.rel);
+        await removeTemps(dest, d.dst);
         if (d.rel !== '') summary.dirs++;
       } catch (err) {
         failedDirs.add(d.rel);
-        fail(d.rel, err, false);
+        fail(d, err, false);
       }
     }
     if (signal.aborted) throw new InterruptedError(interrupted);
@@ -450,8 +333,7 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
           else await copyFile(o, dest, e, summary, prog, note, signal);
         } catch (err) {
           if (signal.aborted) break;
-          if (e.kind === 'symlink') fail(e.rel, err, false);
-          else fail(e.rel, err);
+          fail(e, err, e.kind !== 'symlink');
         }
         if (e.kind === 'file') filesDone++;
       }
@@ -463,9 +345,9 @@ export async function copyTree(o: TreeCopyOptions): Promise<CopySummary> {
     for (const d of [...dirs].reverse()) {
       if (d.rel === '' || failedDirs.has(d.rel)) continue;
       try {
-        await dest.applyMetadata(d.rel, d.stat, 'dir');
+        await dest.applyMetadata(d.dst, d.stat, 'dir');
       } catch (err) {
-        fail(d.rel, err, false);
+        fail(d, err, false);
       }
     }
     return summary;
@@ -496,10 +378,10 @@ async function copyFile(
   signal: AbortSignal,
 ): Promise<void> {
   const src = path.join(o.srcRoot, e.rel);
-  const dst = path.join(o.dstRoot, e.rel);
+  const dst = path.join(o.dstRoot, e.dst);
   const bytes = o.codec.progressBytes(e);
   const want = o.codec.destinationSize(src, e);
-  const existing = await dest.lstat(e.rel);
+  const existing = await dest.lstat(e.dst);
   if (existing?.isDirectory()) {
     throw new Error(`${dst} is in the way: it is a directory where ${src} goes; move it away and run again`);
   }
@@ -515,7 +397,9 @@ async function copyFile(
       if (o.quick) progress.add(bytes);
       else summary.bytesVerified += counted;
       // Verifying read the file: put its times (and mode, owner) back.
-      await dest.applyMetadata(e.rel, e.stat, 'file');
+      await dest.applyMetadata(e.dst, e.stat, 'file');
+      // A long name's `.name` file a crash or a hand took away comes back.
+      dest.prepareEntry(e.dst, path.basename(e.rel));
       summary.filesSkipped++;
       return;
     }
@@ -524,7 +408,7 @@ async function copyFile(
     note(`${dst} has the right size and time but ${verdict}: copying it again`);
   }
 
-  const tmp = tempNameFor(e.rel);
+  const tmp = tempNameFor(e.dst);
   const out = await dest.create(tmp);
   let written = 0;
   try {
@@ -539,39 +423,42 @@ async function copyFile(
     } finally {
       await out.close();
     }
-    await dest.rename(tmp, e.rel);
+    dest.prepareEntry(e.dst, path.basename(e.rel));
+    await dest.rename(tmp, e.dst);
   } catch (err) {
     progress.add(-written);
     await dest.unlink(tmp).catch(() => undefined);
     throw err;
   }
-  dest.fsyncDir(parentOf(e.rel));
+  dest.fsyncDir(parentOf(e.dst));
   summary.filesCopied++;
   summary.bytesCopied += bytes;
 }
 
 async function copySymlink(o: TreeCopyOptions, source: SourceReader, dest: DestinationWriter, e: TreeEntry, summary: CopySummary): Promise<void> {
   const src = path.join(o.srcRoot, e.rel);
-  const dst = path.join(o.dstRoot, e.rel);
+  const dst = path.join(o.dstRoot, e.dst);
   const plain = await o.codec.sourceLinkTarget(await source.readlink(e.rel), src);
-  const existing = await dest.lstat(e.rel);
+  const existing = await dest.lstat(e.dst);
   if (existing?.isDirectory()) throw new Error(`${dst} is in the way: it is a directory where the symlink ${src} goes; move it away and run again`);
-  if (existing?.isSymbolicLink() && (await o.codec.destinationLinkHolds(await dest.readlink(e.rel), plain))) {
-    await dest.applyMetadata(e.rel, e.stat, 'symlink');
+  if (existing?.isSymbolicLink() && (await o.codec.destinationLinkHolds(await dest.readlink(e.dst), plain))) {
+    await dest.applyMetadata(e.dst, e.stat, 'symlink');
+    dest.prepareEntry(e.dst, path.basename(e.rel));
     summary.symlinks++;
     return;
   }
   const target = await o.codec.destinationLinkTarget(plain);
-  const tmp = tempNameFor(e.rel);
+  const tmp = tempNameFor(e.dst);
   await dest.symlink(target, tmp);
   try {
     await dest.applyMetadata(tmp, e.stat, 'symlink');
-    await dest.rename(tmp, e.rel);
+    dest.prepareEntry(e.dst, path.basename(e.rel));
+    await dest.rename(tmp, e.dst);
   } catch (err) {
     await dest.unlink(tmp).catch(() => undefined);
     throw err;
   }
-  dest.fsyncDir(parentOf(e.rel));
+  dest.fsyncDir(parentOf(e.dst));
   summary.symlinks++;
 }
 
@@ -652,5 +539,5 @@ export async function* counting(source: AsyncIterable<Buffer>, onBytes: (n: numb
 
 /** A plain file's bytes in IO_CHUNK pieces. */
 export function readPlain(file: string): fs.ReadStream {
-  return fs.createReadStream(file, { highWaterMark: IO_CHUNK });
+  return fs.createReadStream(fsPath(file), { highWaterMark: IO_CHUNK });
 }

@@ -5,6 +5,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { readConfig, unlockMasterKey } from '../../src/keys';
 
 export interface RefNameKeys {
   mac: Buffer;
@@ -43,6 +44,32 @@ export function refDecryptName(keys: RefNameKeys, stored: string): Buffer | unde
   if (!crypto.createHmac('sha256', keys.mac).update(p).digest().subarray(0, 16).equals(iv)) return undefined;
   return p.subarray(0, p.length - p[p.length - 1]);
 }
+
+/** The name keys of a master volume, from its config and passphrase. */
+export async function refVolumeNameKeys(cipherDir: string, passphrase: string): Promise<RefNameKeys> {
+  const config = await readConfig(cipherDir);
+  if (!config) throw new Error(`${cipherDir} has no volume config`);
+  const master = await unlockMasterKey(config, cipherDir, { passphrase: Buffer.from(passphrase) });
+  try {
+    return refNameKeys(master);
+  } finally {
+    master.fill(0);
+  }
+}
+
+/** The plaintext name of a full cipher name; throws unless it authenticates. */
+export function refOpenName(keys: RefNameKeys, stored: string): Buffer {
+  const name = refDecryptName(keys, stored);
+  if (name === undefined || Buffer.from(stored, 'base64url').toString('base64url') !== stored) throw new Error(`${stored}: not a cipher name of this volume`);
+  return name;
+}
+
+/** The directory entry a plaintext name gets. */
+export function refEntryOf(keys: RefNameKeys, name: Buffer | string): string {
+  return refEntryName(refEncryptName(keys, Buffer.isBuffer(name) ? name : Buffer.from(name)));
+}
+
+export const LONG_ENTRY = /^dare1\.long\.[A-Za-z0-9_-]{43}$/;
 
 /** The directory entry of a cipher name: itself up to 255 bytes, else its long form. */
 export function refEntryName(cipherName: string): string {

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { MAX_PACKAGE, PREFIX_SIZE, decryptStream, plaintextSizeOrUndefined } from '../../src/dare';
 import { CONFIG_DIR, journalKey, masterFileKey, readConfig, unlockMasterKey } from '../../src/keys';
-import { RefNameKeys, refEncryptName, refEntryName, refNameKeys, refPlainTree } from './names';
+import { RefNameKeys, refEncryptName, refEntryName, refPlainTree, refVolumeNameKeys } from './names';
 import { CipherDir, Journal } from '../../src/store';
 import { CLI, passfile, writePassfile } from './darefs';
 import { DaemonSpec, MountContext, MountDirs, MountHarnessOptions, withMount } from './mount';
@@ -166,8 +166,7 @@ function volumeNameKeys(cipherDir: string, passphrase = PASSPHRASE): Promise<Ref
       const config = await readConfig(cipherDir);
       if (TEST_NAMES_OPTIONS.length > 0 && config !== null && config.names !== 'encrypted') throw new Error(`${cipherDir}: DAREFS_TEST_NAMES=encrypted but the volume has plain names`);
       if (config?.names !== 'encrypted') return undefined;
-      const master = await unlockMasterKey(config, cipherDir, { passphrase: Buffer.from(passphrase) });
-      return refNameKeys(master);
+      return refVolumeNameKeys(cipherDir, passphrase);
     })();
     nameKeysOf.set(cipherDir, p);
   }

@@ -5,12 +5,29 @@
 
 import { DareError, decryptStream, InvalidPayloadSizeError, MAX_PACKAGE, PACKAGE_OVERHEAD, PREFIX_SIZE, ShortPrefixError, Version } from '../../dare';
 import { defineOptions, expectPositionals, parseArgs, type Command } from '../args';
-import { markTruncated } from '../errors';
+import { markTruncated, UsageError } from '../errors';
 import { ExitCode } from '../exit-codes';
 import { checkKeyModeOptions, KEY_MODE_OPTIONS, resolveKeys, type ResolvedKeys } from '../secrets';
-import { IO_OPTIONS, openInput, prepareOutput, runStream, type Stage } from './encrypt';
+import { checkPlainPath, openVolumeFile } from '../volume-path';
+import { IO_OPTIONS, openInput, prepareOutput, READ_CHUNK, runStream, type Input, type Stage } from './encrypt';
 
-const OPTIONS = defineOptions([...KEY_MODE_OPTIONS, ...IO_OPTIONS] as const);
+const OPTIONS = defineOptions([
+  ...KEY_MODE_OPTIONS,
+  {
+    name: 'path',
+    value: 'PLAINPATH',
+    help: "with --volume, instead of IN: the file at PLAINPATH in the volume's plaintext view (e.g. docs/report.pdf)",
+  },
+  ...IO_OPTIONS,
+] as const);
+
+/** The cipher file of PLAINPATH as the input; its 0 bytes, as in the plaintext view, an empty file. */
+async function volumeInput(volume: string, plainRel: string, keys: ResolvedKeys): Promise<Input> {
+  if (keys.names === undefined) throw new Error('resolveKeys gave no name scheme for --volume (internal error)');
+  const file = await openVolumeFile(volume, plainRel, keys.names);
+  const stream = file.handle.createReadStream({ highWaterMark: READ_CHUNK, autoClose: true });
+  return { name: file.name, stream, size: file.stats.size, stats: file.stats };
+}
 
 /**
  * Watches the cipher bytes go by to tell a truncated 2.0 stream from a
@@ -59,8 +76,8 @@ export class TruncationProbe {
   }
 }
 
-/** Splits the first PREFIX_SIZE bytes off a byte stream. */
-async function splitPrefix(source: AsyncIterable<Buffer>): Promise<{ prefix: Buffer; rest: AsyncGenerator<Buffer> }> {
+/** Splits the first PREFIX_SIZE bytes off a byte stream; 'empty' for no bytes at all, when `allowEmpty`. */
+async function splitPrefix(source: AsyncIterable<Buffer>, allowEmpty: boolean): Promise<{ prefix: Buffer; rest: AsyncGenerator<Buffer> } | 'empty'> {
   const it = source[Symbol.asyncIterator]();
   const head: Buffer[] = [];
   let have = 0;
@@ -75,6 +92,7 @@ async function splitPrefix(source: AsyncIterable<Buffer>): Promise<{ prefix: Buf
     have += r.value.length;
   }
   const first = Buffer.concat(head);
+  if (first.length === 0 && allowEmpty) return 'empty';
   if (first.length < PREFIX_SIZE) throw new ShortPrefixError(first.length);
   const prefix = Buffer.from(first.subarray(0, PREFIX_SIZE));
   const leftover = first.subarray(PREFIX_SIZE);
@@ -96,7 +114,7 @@ async function splitPrefix(source: AsyncIterable<Buffer>): Promise<{ prefix: Buf
 export const decryptCommand: Command = {
   name: 'decrypt',
   summary: 'decrypt one DARE file (made by darefs encrypt or sio ncrypt)',
-  usage: ['decrypt [options] [IN [OUT]]'],
+  usage: ['decrypt [options] [IN [OUT]]', 'decrypt --volume CIPHERDIR --path PLAINPATH [options] [OUT]'],
   description:
     'Decrypts IN (default: standard input, also "-") to OUT (default: standard output, also "-"). ' +
     'DARE 1.0 and 2.0, AES-256-GCM and ChaCha20-Poly1305 are recognized from the file. ' +
@@ -105,7 +123,11 @@ export const decryptCommand: Command = {
     'truncated) only when package 0 has verified, so a wrong password leaves it untouched; on any later failure OUT is removed, ' +
     'so no partial plaintext is left behind; on standard output, what was written before the failure ' +
     '(verified packages only) cannot be taken back: check the exit code. OUT gets mode 0600, also when --force ' +
-    'overwrites an existing file.',
+    'overwrites an existing file. With --volume CIPHERDIR, --path PLAINPATH names the file by its path in ' +
+    "the volume's plaintext view, as the mount shows it (relative to its root, no '..'), instead of IN: the path " +
+    'is mapped through the volume\'s names (encrypted ones too, init --encrypt-names) to its cipher file, which ' +
+    'is opened beneath CIPHERDIR without following any symlink; a 0-byte cipher file is an empty file there. ' +
+    'IN may still be the path of a cipher file itself, e.g. CIPHERDIR/<cipher name>.',
   options: OPTIONS,
   examples: [
     'darefs decrypt notes.txt.enc notes.txt',
@@ -113,26 +135,43 @@ export const decryptCommand: Command = {
     'DAREFS_PASSWORD=... darefs decrypt notes.txt.enc notes.txt',
     'darefs decrypt --keyfile master.key notes.txt.enc notes.txt',
     'darefs decrypt --volume ~/cipher ~/cipher/notes.txt notes.txt',
+    'darefs decrypt --volume ~/vault --path docs/report.pdf report.pdf',
   ],
   showExitCodes: true,
   async run(args) {
     const { options: o, positionals } = parseArgs(args, OPTIONS, 'decrypt');
-    expectPositionals(positionals, 0, 2, '[IN [OUT]]', 'decrypt');
-    const keyOpts = { ncrypt: o.ncrypt, volume: o.volume, keyfile: o.keyfile, kdf: o.kdf, passfile: o.passfile, extpass: o.extpass, command: 'decrypt' };
+    const volume = o.volume;
+    if (o.path !== undefined && volume === undefined) {
+      throw new UsageError("--path needs --volume CIPHERDIR: PLAINPATH is a path in that volume's plaintext view", 'decrypt');
+    }
+    if (o.path !== undefined) expectPositionals(positionals, 0, 1, '[OUT]', 'decrypt');
+    else expectPositionals(positionals, 0, 2, '[IN [OUT]]', 'decrypt');
+    const keyOpts = { ncrypt: o.ncrypt, volume, keyfile: o.keyfile, kdf: o.kdf, passfile: o.passfile, extpass: o.extpass, command: 'decrypt' };
     checkKeyModeOptions(keyOpts);
+    const plainRel = o.path === undefined ? undefined : checkPlainPath(o.path, 'decrypt');
 
-    const input = await openInput(positionals[0] ?? '-', {
-      command: 'decrypt',
-      refuseTerminal: 'refusing to read encrypted data from a terminal: give IN or redirect standard input',
-    });
     let keys: ResolvedKeys | undefined;
+    let input: Input | undefined;
     try {
-      const output = await prepareOutput(positionals[1] ?? '-', { force: o.force, input, mode: 0o600, exactMode: true, command: 'decrypt' });
-      keys = await resolveKeys(keyOpts);
+      // By PLAINPATH, the name needs the volume's keys first.
+      if (plainRel !== undefined && volume !== undefined) {
+        keys = await resolveKeys({ ...keyOpts, names: true });
+        input = await volumeInput(volume, plainRel, keys);
+      } else {
+        input = await openInput(positionals[0] ?? '-', {
+          command: 'decrypt',
+          refuseTerminal: 'refusing to read encrypted data from a terminal: give IN or redirect standard input',
+        });
+      }
+      const outFile = plainRel === undefined ? positionals[1] : positionals[0];
+      const output = await prepareOutput(outFile ?? '-', { force: o.force, input, mode: 0o600, exactMode: true, command: 'decrypt' });
+      keys ??= await resolveKeys(keyOpts);
       const deriver = keys.deriver;
       const probe = new TruncationProbe();
       const stage: Stage = async function* (source) {
-        const { prefix, rest } = await splitPrefix(source);
+        const split = await splitPrefix(source, plainRel !== undefined);
+        if (split === 'empty') return;
+        const { prefix, rest } = split;
         const key = await deriver.derive(prefix);
         try {
           yield* decryptStream(rest, key);
@@ -140,10 +179,11 @@ export const decryptCommand: Command = {
           key.fill(0);
         }
       };
+      const running = input;
       try {
         await runStream({
-          label: `decrypt ${input.name}`,
-          input,
+          label: `decrypt ${running.name}`,
+          input: running,
           output,
           stage,
           quiet: o.quiet,
@@ -152,17 +192,18 @@ export const decryptCommand: Command = {
         });
       } catch (err) {
         if (err instanceof DareError) {
-          if (err.file === undefined) err.inFile(input.name);
+          if (err.file === undefined) err.inFile(running.name);
           if (err instanceof InvalidPayloadSizeError && probe.isTruncation(err)) markTruncated(err);
         }
         throw err;
       }
       return ExitCode.OK;
     } catch (err) {
-      if (input.stream !== process.stdin) input.stream.destroy();
+      if (input !== undefined && input.stream !== process.stdin) input.stream.destroy();
       throw err;
     } finally {
       keys?.deriver.dispose();
+      keys?.names?.dispose();
     }
   },
 };

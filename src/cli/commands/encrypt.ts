@@ -20,7 +20,7 @@ import { checkKeyModeOptions, KEY_MODE_OPTIONS, resolveKeys } from '../secrets';
 // ---------------------------------------------------------------------------
 
 export const STDIO_NAME = 'standard input';
-const READ_CHUNK = 1024 * 1024;
+export const READ_CHUNK = 1024 * 1024;
 const WRITE_BATCH = 1024 * 1024;
 
 export const IO_OPTIONS = defineOptions([

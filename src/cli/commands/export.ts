@@ -17,7 +17,10 @@ export const exportCommand: Command = {
     'Decrypts every file under CIPHERDIR (a darefs volume, or with --ncrypt a directory of sio ncrypt ' +
     'files) to the same relative path under PLAINDIR (created with mode 0700 if missing). Directories ' +
     'and symlinks are recreated, modes and times kept, owners too when run as root; .darefs/ and ' +
-    'temporary files are never exported. Only plaintext of packages that authenticate is written, to a ' +
+    'temporary files are never exported. In a volume with encrypted names each name is decrypted (any ' +
+    "name, also one that is not UTF-8, comes out byte for byte); an entry whose name does not open (forged, " +
+    "damaged, another volume's, a long name without its '.name' file) is reported with its cipher path, not " +
+    'exported, and the exit code is non-zero. Only plaintext of packages that authenticate is written, to a ' +
     'temporary name that is renamed once the whole file verified: a file that fails (a modified ' +
     'package, a truncated stream) is reported with its path and package index, leaves nothing behind, ' +
     'and the export goes on with the others and exits non-zero. Resumable: a rerun removes leftover ' +
@@ -55,6 +58,7 @@ export const exportCommand: Command = {
         excludeAtRoot: new Set([CONFIG_DIR]),
         createRoot: true,
         srcDir: unlocked.opened.volume.dir,
+        names: unlocked.opened.volume.names,
       });
       return finishTreeCommand('export', summary, o.quiet);
     } finally {

@@ -16,7 +16,11 @@ export const importCommand: Command = {
   description:
     'Encrypts every file under PLAINDIR to the same relative path under CIPHERDIR (a volume made by ' +
     "'darefs init', or with --ncrypt a directory of sio ncrypt files), in the volume's DARE version and " +
-    'cipher. Directories and symlinks (targets as they are) are recreated; modes and access/modification ' +
+    'cipher. In a volume with encrypted names (init --encrypt-names) every name is stored encrypted, as the ' +
+    'mount stores it: any name, also one that is not UTF-8; a name whose cipher name is too long for one ' +
+    "directory entry gets its '.name' file, synced, before its entry. A volume with plain names (and an " +
+    'ncrypt directory) keeps names as they are and cannot hold one that is not UTF-8: such an entry is ' +
+    'reported and not imported. Directories and symlinks (targets as they are) are recreated; modes and access/modification ' +
     'times are kept on the cipher files, owners too when run as root. Each file is written to a ' +
     'temporary name beside its target, fsynced and renamed, so an interrupted import never leaves a ' +
     'half-written file under a real name. Resumable: a rerun removes leftover temporary files and skips ' +
@@ -56,7 +60,10 @@ export const importCommand: Command = {
     }
     const unlocked = await unlockTree(cipherDir, o, 'import');
     try {
-      if (!o.quiet && fs.existsSync(`${plainDir}/${CONFIG_DIR}`)) {
+      const names = unlocked.opened.volume.names;
+      // With encrypted names `.darefs` is a name like any other (its cipher name is not the volume's own).
+      const reserved = names.encrypted ? [] : [CONFIG_DIR];
+      if (!o.quiet && !names.encrypted && fs.existsSync(`${plainDir}/${CONFIG_DIR}`)) {
         process.stderr.write(`darefs: import: ${plainDir}/${CONFIG_DIR} is not imported: the name is reserved for the volume's own data\n`);
       }
       const summary = await copyTree({
@@ -67,9 +74,10 @@ export const importCommand: Command = {
         jobs,
         quick: o.quick,
         quiet: o.quiet,
-        excludeAtRoot: new Set([CONFIG_DIR]),
+        excludeAtRoot: new Set(reserved),
         createRoot: false,
         dstDir: unlocked.opened.volume.dir,
+        names,
       });
       return finishTreeCommand('import', summary, o.quiet);
     } finally {
