@@ -12,7 +12,6 @@ import {
   ConfigError,
   configPath,
   masterDeriver,
-  nameKeys,
   ncryptDeriver,
   readConfig,
   readKeyFile,
@@ -26,7 +25,7 @@ import { defineOptions } from './args';
 import { CliError, InterruptedError, UsageError, ioError } from './errors';
 import { ExitCode } from './exit-codes';
 import { loadSysCalls } from '../sys';
-import { EncryptedNames, PlainNames, type NameScheme } from '../store';
+import { nameSchemeOf, type NameScheme } from '../store';
 
 export const PASSWORD_ENV = 'DAREFS_PASSWORD';
 export const NEW_PASSWORD_ENV = 'DAREFS_NEW_PASSWORD';
@@ -508,7 +507,7 @@ export async function resolveKeys(o: KeyModeOptions): Promise<ResolvedKeys> {
   if (o.volume !== undefined) {
     const { config, masterKey } = await unlockVolume(o.volume, { keyfile: o.keyfile, passfile: o.passfile, extpass: o.extpass, command: o.command });
     try {
-      const names = !o.names ? undefined : config.names === 'encrypted' ? new EncryptedNames(nameKeys(masterKey)) : new PlainNames();
+      const names = o.names ? nameSchemeOf(config, masterKey) : undefined;
       return { mode: 'master', deriver: masterDeriver(masterKey, config.kdf), config, names };
     } finally {
       masterKey.fill(0);

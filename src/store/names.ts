@@ -15,7 +15,7 @@ import {
   longEntryName,
   NAME_MAX,
 } from '../dare';
-import { CONFIG_DIR } from '../keys';
+import { CONFIG_DIR, nameKeys, type VolumeConfig } from '../keys';
 import { CipherDir } from './cipher-dir';
 import { TEMP_PREFIX } from './cipher-file';
 import { FileNameTooLongError, UnrepresentableNameError } from './errors';
@@ -155,6 +155,11 @@ export class PlainNames extends EntryOrder implements NameScheme {
   afterRemoval(): void {}
 
   dispose(): void {}
+}
+
+/** The name scheme of a volume with this config, unlocked with `masterKey` (the caller still zeroes it). */
+export function nameSchemeOf(config: VolumeConfig, masterKey: Buffer): NameScheme {
+  return config.names === 'encrypted' ? new EncryptedNames(nameKeys(masterKey)) : new PlainNames();
 }
 
 /** Names each cipher directory keeps mapped, both ways (a plaintext name is at most 255 bytes). */

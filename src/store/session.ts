@@ -16,7 +16,6 @@ import {
   KeyCache,
   journalKey,
   KeyDeriver,
-  nameKeys,
   MasterKdf,
   VolumeConfig,
   WrongPasswordError,
@@ -29,7 +28,7 @@ import { StoreSettings } from './cipher-file';
 import type { JournalInspection, ReplayResult } from './journal';
 import { PasswordUncheckedError } from './errors';
 import { findSamplePackages } from './probe';
-import { EncryptedNames, NameScheme } from './names';
+import { NameScheme, nameSchemeOf } from './names';
 import { Volume } from './volume';
 
 export type KeyMode = 'ncrypt' | 'master';
@@ -154,7 +153,7 @@ export async function openVolume(opts: OpenVolumeOptions): Promise<OpenedVolume>
     const master = await unlockMasterKey(config, opts.cipherDir, opts.secrets, { upgrade: !opts.readOnly });
     deriver = masterDeriver(master, config.kdf);
     journalMac = journalKey(master);
-    if (config.names === 'encrypted') names = new EncryptedNames(nameKeys(master));
+    names = nameSchemeOf(config, master);
     master.fill(0);
     mode = 'master';
     settings = {
