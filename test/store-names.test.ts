@@ -241,6 +241,30 @@ test.serial('a crash at any write of create, link, rename, unlink, mkdir and rmd
   }
 });
 
+test.serial('a plaintext path near PATH_MAX whose cipher path is longer (127-byte names take 192) is reached a component at a time, still confined', async (t) => {
+  const f = fixture(t);
+  const parts: string[] = [];
+  // pjdfstest's dirgen_max: 127-byte names up to 4,095 bytes of path.
+  for (let i = 0; (parts.length + 1) * 128 < 4095; i++) parts.push(String(i).padStart(127, 'p'));
+  let rel = '';
+  for (const part of parts) {
+    rel = rel ? `${rel}/${part}` : part;
+    await f.names.makeEntry(f.dir, path.join(f.root, f.names.toCipher(rel)), () => f.dir.at(f.names.toCipher(rel), (e) => fs.mkdirSync(e)));
+  }
+  t.true(Buffer.byteLength(f.names.toCipher(rel)) > 4096, 'the cipher path is longer than PATH_MAX');
+  await makeFile(f, `${rel}/leaf`, 'deep');
+  t.is(f.dir.lstat(f.names.toCipher(`${rel}/leaf`)).size, 4);
+  t.deepEqual(listed(f, rel), ['leaf']);
+  // A symlink swapped in for a directory halfway down is refused on the long path too.
+  const mid = parts.slice(0, 10).join('/');
+  const midCipher = path.join(f.root, f.names.toCipher(mid));
+  fs.renameSync(midCipher, midCipher + '.moved');
+  fs.symlinkSync(midCipher + '.moved', midCipher);
+  t.throws(() => f.dir.lstat(f.names.toCipher(`${rel}/leaf`)), { name: 'UnsafePathError' });
+  // fs.rmSync (the temp dir's teardown) cannot name paths this long; rm(1) walks with openat.
+  for (const e of fs.readdirSync(f.root)) execFileSync('rm', ['-rf', '--', path.join(f.root, e)]);
+});
+
 test.serial('name text: any bytes round-trip; UTF-8 names are their own strings; only escaped bytes are not plain text', (t) => {
   const rng = new Rng(7);
   for (let i = 0; i < 5000; i++) {

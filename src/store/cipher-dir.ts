@@ -10,6 +10,8 @@ const RESOLVE_NO_MAGICLINKS = 0x02;
 const RESOLVE_NO_SYMLINKS = 0x04;
 const RESOLVE_BENEATH = 0x08;
 const CONFINED = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+/** Longest path one system call takes, its NUL included (linux/limits.h). */
+const PATH_MAX = 4096;
 
 /**
  * The cipher directory as darefs may touch it (FORMAT.md §6: the directory is hostile). Every
@@ -81,7 +83,9 @@ export class CipherDir {
     const rel = this.relative(p);
     flags |= O_NOFOLLOW | O_CLOEXEC;
     if (rel === '') return fs.openSync(`/proc/self/fd/${this.fd}`, flags & ~O_NOFOLLOW, mode);
-    if (this.sys && !this.openat2Missing) {
+    // Encrypted names make cipher paths longer than the plaintext ones (a 127-byte name takes 192):
+    // a path the kernel would refuse whole (ENAMETOOLONG) is opened a component at a time.
+    if (this.sys && !this.openat2Missing && Buffer.byteLength(rel) < PATH_MAX) {
       try {
         return this.sys.openat2(this.fd, rel, flags, mode, CONFINED);
       } catch (err) {
@@ -92,7 +96,7 @@ export class CipherDir {
     return this.walk(rel, flags, mode);
   }
 
-  /** The O_NOFOLLOW walk for kernels (or builds) without openat2. */
+  /** The O_NOFOLLOW walk: for kernels (or builds) without openat2, and for paths too long for one call. */
   private walk(rel: string, flags: number, mode: number): number {
     const parts = rel.split('/');
     let dir = this.fd;
