@@ -52,8 +52,6 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
   const dir: CipherDir = volume.dir;
   const names = volume.names;
   const xattrs = volume.xattrs;
-  /** Directories whose refused names were logged (once each, FORMAT.md §8), bounded. */
-  const refusalsLogged = new Set<string>();
   const loaded = loadSysCalls();
   const sys = loaded.calls;
   const sysMissing = loaded.calls ? '' : loaded.reason;
@@ -142,15 +140,17 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
     settleOrUndo(cipherPath, 'special', caller, mode);
   }
 
-  /** Logs once per directory the entries whose names do not authenticate (left out of the listing). */
-  function reportRefused(path: string, cipherPath: string, refused: { entry: string; reason: string }[]): void {
-    if (refused.length === 0 || refusalsLogged.has(cipherPath)) return;
-    if (refusalsLogged.size >= 4096) refusalsLogged.clear();
-    refusalsLogged.add(cipherPath);
-    const shown = refused.slice(0, 5).map((r) => `${JSON.stringify(r.entry)} (${r.reason})`);
+  /**
+   * Logs, once per cipher path and kind, what a listing left out because its name does not
+   * authenticate (FORMAT.md §8): never shown, but the user learns it is there.
+   */
+  function reportRefused(op: string, path: string, cipherPath: string, what: [one: string, many: string], refused: { stored: string; reason: string }[], hint = ''): void {
+    if (refused.length === 0) return;
+    const shown = refused.slice(0, 5).map((r) => `${JSON.stringify(r.stored)} (${r.reason})`);
     log.problem(
-      `readdir ${path}: left out ${refused.length} entr${refused.length === 1 ? 'y' : 'ies'} of ${cipherPath} whose names do not authenticate: ` +
-        `${shown.join(', ')}${refused.length > 5 ? ', ...' : ''}; darefs fsck lists them`,
+      `${op} ${path}: left out ${refused.length} ${refused.length === 1 ? what[0] : what[1]} of ${cipherPath} whose names do not authenticate: ` +
+        `${shown.join(', ')}${refused.length > 5 ? ', ...' : ''}${hint}`,
+      `${op}:${cipherPath}`,
     );
   }
 
@@ -234,7 +234,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       try {
         const cipherPath = visible(path);
         const listing = names.list(dir, cipherPath);
-        reportRefused(path, cipherPath, listing.refused);
+        reportRefused('readdir', path, cipherPath, ['entry', 'entries'], listing.refused.map((r) => ({ stored: r.entry, reason: r.reason })), '; darefs fsck lists them');
         cb(0, ['.', '..', ...listing.entries.map((e) => e.name)]);
       } catch (err) {
         cb(fail('readdir', path, err));
@@ -463,14 +463,7 @@ export function createOperations(ctx: OperationsContext): FuseOperations {
       run('listxattr', path, cb, () => {
         const cipherPath = visible(path);
         const listing = xattrs.list(splitNames(dir.at(cipherPath, (e) => sys.llistxattr(e))));
-        if (listing.refused.length) {
-          const shown = listing.refused.slice(0, 5).map((r) => `${JSON.stringify(r.stored)} (${r.reason})`);
-          log.problem(
-            `listxattr ${path}: left out ${listing.refused.length} attribute${listing.refused.length === 1 ? '' : 's'} of ${cipherPath} whose names do not ` +
-              `authenticate: ${shown.join(', ')}${listing.refused.length > 5 ? ', ...' : ''}`,
-            `xattr-names:${cipherPath}`,
-          );
-        }
+        reportRefused('listxattr', path, cipherPath, ['attribute', 'attributes'], listing.refused);
         return listing.names;
       });
     },
