@@ -74,16 +74,6 @@ export function plainTreeReader(root: string, names: NameScheme, skipAtRoot: Rea
   };
 }
 
-/** Entry names of a cipher directory as bytes (CipherDir's readdir gives strings, lossy for odd bytes). */
-function readdirBytes(dir: CipherDir, rel: string): string[] {
-  const fd = dir.open(rel, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-  try {
-    return fs.readdirSync(`/proc/self/fd/${fd}`, { encoding: 'buffer' }).map(nameText);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 /**
  * A cipher directory (export's source), confined: nothing planted there is followed. With
  * encrypted names it is listed through the scheme, so darefs's own entries (.darefs, temp files,
@@ -93,7 +83,7 @@ export function cipherTreeReader(dir: CipherDir, names: NameScheme, skipAtRoot: 
   return {
     async list(rel) {
       if (!names.encrypted) {
-        return mapNames(readdirBytes(dir, rel), rel, skipAtRoot, (name) => {
+        return mapNames(dir.readdir(rel), rel, skipAtRoot, (name) => {
           if (!isPlainText(name)) throw new NotUtf8NameError(name);
           return name;
         });

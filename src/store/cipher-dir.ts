@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { loadSysCalls, O_CLOEXEC, O_PATH, type SysCalls } from '../sys';
 import { NotRegularFileError, UnsafePathError } from './errors';
+import { nameText } from './name-text';
 
 const { O_NOFOLLOW, O_DIRECTORY, O_NONBLOCK, O_RDONLY, O_CREAT, O_EXCL } = fs.constants;
 
@@ -248,10 +249,11 @@ export class CipherDir {
     }
   }
 
+  /** Entry names, as name-text.ts writes them: lossless also for names that are not UTF-8. */
   readdir(p: string): string[] {
     const fd = this.open(p, O_RDONLY | O_DIRECTORY);
     try {
-      return fs.readdirSync(`/proc/self/fd/${fd}`);
+      return fs.readdirSync(`/proc/self/fd/${fd}`, { encoding: 'buffer' }).map(nameText);
     } finally {
       fs.closeSync(fd);
     }

@@ -15,7 +15,7 @@ import {
   longEntryName,
   NAME_MAX,
 } from '../dare';
-import { CONFIG_DIR, nameKeys, type VolumeConfig } from '../keys';
+import { CONFIG_DIR, nameKeys, readOpenFile, type VolumeConfig } from '../keys';
 import { CipherDir } from './cipher-dir';
 import { TEMP_PREFIX } from './cipher-file';
 import { FileNameTooLongError, UnrepresentableNameError } from './errors';
@@ -331,11 +331,10 @@ export function readNameFile(dir: CipherDir, file: string): string | undefined {
     throw err;
   }
   try {
-    const buf = Buffer.alloc(MAX_CIPHER_NAME + 1);
-    let got = 0;
-    for (let n; got < buf.length && (n = fs.readSync(fd, buf, got, buf.length - got, got)) > 0; ) got += n;
-    if (got > MAX_CIPHER_NAME) throw new NameError(nodePath.basename(file), `is longer than any cipher name (${MAX_CIPHER_NAME} bytes)`);
-    return buf.toString('latin1', 0, got);
+    // One byte more than any cipher name: what reads that far is not one.
+    const held = readOpenFile(fd, MAX_CIPHER_NAME + 1);
+    if (held.length > MAX_CIPHER_NAME) throw new NameError(nodePath.basename(file), `is longer than any cipher name (${MAX_CIPHER_NAME} bytes)`);
+    return held.toString('latin1');
   } finally {
     fs.closeSync(fd);
   }
